@@ -1,0 +1,170 @@
+"""Reading volumes and writing masks without ever misplacing a voxel.
+
+Public entry points
+-------------------
+load_volume(path, *, series_uid=None, index=None) -> Volume
+    NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``), MetaImage (``.mha``, ``.mhd``),
+    DICOM (a folder searched recursively, one file, a list of files, ``.dcm.gz``).
+list_series(path) -> list[SeriesInfo]
+    The DICOM series found under a folder.
+save_mask(labels, path, *, reference, label_names=None, overwrite=False) -> Path
+    A uint8/uint16 NIfTI label map on exactly the reference grid, plus a JSON sidecar.
+save_dicom_seg(labels, path, *, reference, label_names=None, overwrite=False) -> Path
+    A DICOM Segmentation referencing the source instances (DICOM references only).
+
+Every failure is a :class:`VolumeReadError` / :class:`MaskWriteError` subclass whose message
+starts with the offending path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import (
+    CorruptFileError,
+    GeometryError,
+    MaskWriteError,
+    MissingDependencyError,
+    MultipleSeriesError,
+    NotAVolumeError,
+    OutputExistsError,
+    UnsupportedFormatError,
+    UnsupportedImageError,
+    VolumeReadError,
+)
+
+if TYPE_CHECKING:
+    from ..volume import Volume
+    from .dicom import SeriesInfo
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+DICOM_SUFFIXES = (".dcm", ".dcm.gz", ".dicom", ".ima")
+
+__all__ = [
+    "CorruptFileError",
+    "GeometryError",
+    "MaskWriteError",
+    "MissingDependencyError",
+    "MultipleSeriesError",
+    "NotAVolumeError",
+    "OutputExistsError",
+    "UnsupportedFormatError",
+    "UnsupportedImageError",
+    "VolumeReadError",
+    "list_series",
+    "load_volume",
+    "save_dicom_seg",
+    "save_mask",
+    "sniff_format",
+]
+
+
+def _has_suffix(path: Path, suffixes: Sequence[str]) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(s) for s in suffixes)
+
+
+def sniff_format(path: str | os.PathLike[str]) -> str | None:
+    """Guess the format of ``path`` without reading the whole file.
+
+    Returns ``"nifti"``, ``"itk"``, ``"dicom"`` (a DICOM file or a folder) or ``None``.
+    Cheap enough for a napari reader's ``get_reader``: at most the first 132 bytes are read.
+    """
+    p = Path(path)
+    if p.is_dir():
+        return "dicom"
+    if _has_suffix(p, NIFTI_SUFFIXES):
+        return "nifti"
+    if _has_suffix(p, ITK_SUFFIXES):
+        return "itk"
+    if _has_suffix(p, DICOM_SUFFIXES):
+        return "dicom"
+    if p.is_file():
+        try:
+            with open(p, "rb") as fh:
+                head = fh.read(132)
+        except OSError:
+            return None
+        if len(head) == 132 and head[128:132] == b"DICM":
+            return "dicom"
+    return None
+
+
+def load_volume(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    series_uid: str | None = None,
+    index: int | None = None,
+) -> Volume:
+    """Read a 3D image into a :class:`~sam2_med.Volume` (RAS+ affine, array as stored).
+
+    Parameters
+    ----------
+    path : path or sequence of paths
+        A NIfTI/NRRD/MHA file, a DICOM file, a folder of DICOM files (searched recursively), or
+        a list of DICOM files.
+    series_uid : str, optional
+        Which DICOM series to load when a folder holds several.
+    index : int, optional
+        Which volume of a 4D image to load (required for 4D input).
+
+    Returns
+    -------
+    Volume
+        ``array`` indexed ``(i, j, k)``, ``affine`` voxel -> RAS mm. CT is in HU.
+
+    Raises
+    ------
+    VolumeReadError
+        Or a subclass, naming the file and the problem. Nothing else is raised for bad input.
+    """
+    if isinstance(path, (list, tuple)):
+        from .dicom import read_dicom
+
+        return read_dicom([Path(p) for p in path], series_uid=series_uid)
+    p = Path(path)
+    if not p.exists():
+        raise VolumeReadError("no such file or folder", p)
+    fmt = sniff_format(p)
+    if fmt == "nifti":
+        from .nifti import read_nifti
+
+        return read_nifti(p, index=index)
+    if fmt == "itk":
+        from .nifti import read_itk
+
+        return read_itk(p, index=index)
+    if fmt == "dicom":
+        from .dicom import read_dicom
+
+        return read_dicom(p, series_uid=series_uid)
+    raise UnsupportedFormatError(
+        "not a file type sam2-med reads (NIfTI .nii/.nii.gz, NRRD, MHA/MHD, DICOM)", p
+    )
+
+
+def list_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
+    """Describe every DICOM series under ``path`` (see :class:`sam2_med.io.dicom.SeriesInfo`)."""
+    from .dicom import list_series as _list
+
+    return _list(Path(path))
+
+
+def save_mask(labels, path, *, reference, label_names=None, overwrite=False):
+    """Write an integer label map as NIfTI on ``reference``'s grid; see
+    :func:`sam2_med.io.writers.save_mask`."""
+    from .writers import save_mask as _save
+
+    return _save(labels, path, reference=reference, label_names=label_names, overwrite=overwrite)
+
+
+def save_dicom_seg(labels, path, *, reference, label_names=None, overwrite=False):
+    """Write a DICOM SEG referencing ``reference``'s source instances; see
+    :func:`sam2_med.io.dicom_seg.save_dicom_seg`."""
+    from .dicom_seg import save_dicom_seg as _save
+
+    return _save(labels, path, reference=reference, label_names=label_names, overwrite=overwrite)
