@@ -1,0 +1,114 @@
+"""All-or-nothing file output: temp file in the destination folder, fsync, then rename.
+
+A reader (or a crash) sees either the old file or the complete new one, never a partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from .errors import MaskWriteError, OutputExistsError
+
+__all__ = ["check_writable", "write_files_atomically"]
+
+
+def check_writable(paths: list[Path], *, overwrite: bool) -> None:
+    """Refuse early (before any work) outputs that exist or whose folder is missing.
+
+    Raises
+    ------
+    OutputExistsError
+        One of ``paths`` exists and ``overwrite`` is false.
+    MaskWriteError
+        A folder does not exist, or an output path is a folder.
+    """
+    for p in paths:
+        if not p.parent.is_dir():
+            raise MaskWriteError("the output folder does not exist", p.parent)
+        if p.is_dir():
+            raise MaskWriteError("the output path is a folder", p)
+        if (p.exists() or p.is_symlink()) and not overwrite:
+            raise OutputExistsError("already exists; pass overwrite=True to replace it", p)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform/filesystem allows it
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _publish(tmp: str, dest: Path, *, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp, dest)
+        return
+    try:
+        os.link(tmp, dest)  # fails, rather than replaces, if someone created dest meanwhile
+    except FileExistsError:
+        raise OutputExistsError("already exists; pass overwrite=True to replace it", dest) from None
+    except OSError:  # filesystems without hard links
+        if dest.exists():
+            raise OutputExistsError(
+                "already exists; pass overwrite=True to replace it", dest
+            ) from None
+        os.replace(tmp, dest)
+
+
+def write_files_atomically(contents: Mapping[Path, bytes], *, overwrite: bool) -> None:
+    """Write several files so that each appears complete or not at all.
+
+    Every file is first written to a hidden temporary file in its destination folder and
+    fsync'ed; only when all are on disk are they moved into place (``os.replace``, atomic on
+    POSIX and Windows within one filesystem). With ``overwrite=False`` the move uses
+    ``os.link``, which fails instead of replacing a file created meanwhile by someone else.
+    On any failure the temporary files are removed and nothing new is left behind.
+
+    Parameters
+    ----------
+    contents : mapping of Path -> bytes
+        Destination path -> the file's complete contents, in the order to publish them.
+    overwrite : bool
+        Replace existing destinations.
+
+    Raises
+    ------
+    OutputExistsError
+        A destination exists and ``overwrite`` is false.
+    MaskWriteError
+        The folder is missing or not writable, the disk is full, ...
+    """
+    paths = list(contents)
+    check_writable(paths, overwrite=overwrite)
+    temps: dict[Path, str] = {}
+    published: list[Path] = []
+    try:
+        for dest, data in contents.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+            temps[dest] = tmp
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for dest, tmp in temps.items():
+            _publish(tmp, dest, overwrite=overwrite)
+            published.append(dest)
+        for folder in {p.parent for p in paths}:
+            _fsync_dir(folder)
+    except BaseException as exc:
+        if not overwrite:  # only files this call created may be removed
+            for dest in published:
+                with contextlib.suppress(OSError):
+                    dest.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, MaskWriteError):
+            raise MaskWriteError(f"cannot write ({exc.strerror or exc})", exc.filename) from exc
+        raise
+    finally:
+        for tmp in temps.values():
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)

@@ -1,0 +1,365 @@
+"""Write label maps as NIfTI on exactly the grid of the image they were drawn on.
+
+The contract: every viewer, nibabel, SimpleITK and MONAI's ``LoadImage`` put each mask voxel on
+the image voxel it was computed for. That holds when the mask has the reference image's shape
+and the same voxel -> world transform *as the file header spells it*:
+
+* Reference read from NIfTI: the mask copies the image header's geometry fields verbatim
+  (``pixdim``, ``quatern_b/c/d``, ``qoffset_x/y/z``, ``srow_x/y/z``, ``qform_code``,
+  ``sform_code``), so the qform and sform matrices and codes are bit-identical. NIfTI-1 gives
+  two transforms and readers pick one by the codes (sform when ``sform_code > 0``, else the
+  qform); copying both with their codes makes every reader pick the same one it picked for the
+  image.
+* Any other reference (DICOM, NRRD, MetaImage, synthetic): its RAS+ affine is written as both
+  sform and qform with code 1, ``NIFTI_XFORM_SCANNER_ANAT``. DICOM patient coordinates (PS3.3
+  C.7.6.2.1.1) are the scanner's coordinates, so "scanner-based anatomical" is the honest code;
+  it is also what dcm2niix writes. The qform is the rigid (quaternion) approximation NIfTI-1
+  allows; the sform keeps any shear exactly (to float32, the precision of the NIfTI-1 header).
+
+Voxels are uint8 (uint16 when a label exceeds 255) with ``scl_slope = 1``, ``scl_inter = 0`` so
+no reader rescales them, ``intent_code = NIFTI_INTENT_LABEL`` (1002) and ``xyzt_units`` mm.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gzip
+import io
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import geometry
+from ..labels import LabelVolume
+from ..volume import Volume
+from ._atomic import check_writable, write_files_atomically
+from .errors import MaskWriteError
+
+__all__ = ["normalize_label_names", "prepare_labels", "save_mask", "sidecar_path"]
+
+NIFTI_INTENT_LABEL = 1002
+NIFTI_XFORM_SCANNER_ANAT = 1
+
+_GEOMETRY_FIELDS = (
+    "quatern_b",
+    "quatern_c",
+    "quatern_d",
+    "qoffset_x",
+    "qoffset_y",
+    "qoffset_z",
+    "srow_x",
+    "srow_y",
+    "srow_z",
+    "qform_code",
+    "sform_code",
+)
+
+
+# -- inputs shared with the DICOM SEG writer ---------------------------------------------------
+def prepare_labels(
+    labels: np.ndarray | LabelVolume, reference: Volume, path: str | os.PathLike[str]
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Validate a label map against its reference and return it as uint8/uint16.
+
+    Parameters
+    ----------
+    labels : (I, J, K) ndarray of int or bool, or LabelVolume
+        Indexed like ``reference.array``; 0 is background.
+    reference : Volume
+        The image the labels were drawn on.
+    path : path-like
+        The output, for error messages.
+
+    Returns
+    -------
+    array : (I, J, K) ndarray of uint8 or uint16
+        uint16 only when the largest label exceeds 255.
+    names : dict of int -> str
+        Names carried by a LabelVolume (empty for a bare array).
+
+    Raises
+    ------
+    MaskWriteError
+        Not a Volume reference, shape differs (both shapes named), non-integer dtype, negative
+        labels or labels above 65535, or a LabelVolume tied to a different grid.
+    """
+    if not isinstance(reference, Volume):
+        raise MaskWriteError(
+            f"reference must be the sam2_med.Volume the labels belong to, got "
+            f"{type(reference).__name__}",
+            path,
+        )
+    names: dict[int, str] = {}
+    if isinstance(labels, LabelVolume):
+        if labels.reference is not reference and (
+            labels.reference.shape != reference.shape
+            or not np.allclose(labels.reference.affine, reference.affine, atol=1e-6)
+        ):
+            raise MaskWriteError(
+                "the LabelVolume belongs to a different image grid than `reference`", path
+            )
+        names = {int(k): str(v) for k, v in labels.names.items()}
+        arr = np.asarray(labels.array)
+    else:
+        arr = np.asarray(labels)
+    if arr.shape != reference.shape:
+        raise MaskWriteError(
+            f"label map shape {arr.shape} differs from the reference image shape "
+            f"{reference.shape}; a mask must be on the reference grid",
+            path,
+        )
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8), names
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise MaskWriteError(
+            f"labels must be integers or booleans, got dtype {arr.dtype}; round or cast first",
+            path,
+        )
+    lo = int(arr.min()) if arr.size else 0
+    hi = int(arr.max()) if arr.size else 0
+    if lo < 0:
+        raise MaskWriteError(f"labels must be >= 0, found {lo}", path)
+    if hi > 65535:
+        raise MaskWriteError(f"labels must be <= 65535 (uint16), found {hi}", path)
+    return arr.astype(np.uint8 if hi <= 255 else np.uint16, copy=False), names
+
+
+def normalize_label_names(
+    label_names: Mapping[Any, str] | Sequence[str] | None,
+    base: Mapping[int, str],
+    present: Sequence[int],
+    path: str | os.PathLike[str],
+) -> dict[int, str]:
+    """Label value -> name for every present or named label.
+
+    ``label_names`` may be a mapping (keys ints or digit strings, as in a ``labels.json``) or a
+    sequence naming labels 1, 2, 3, ... in order; it overrides ``base`` (a LabelVolume's names).
+    Present labels without a name become ``"label_<n>"``.
+    """
+    names = dict(base)
+    if label_names is not None:
+        if isinstance(label_names, Mapping):
+            items = label_names.items()
+        elif isinstance(label_names, (str, bytes)):
+            raise MaskWriteError("label_names must be a mapping or a list of names", path)
+        else:
+            items = enumerate(label_names, start=1)
+        for key, name in items:
+            try:
+                value = int(key)
+            except (TypeError, ValueError):
+                raise MaskWriteError(f"label_names key {key!r} is not an integer", path) from None
+            if not 0 < value <= 65535:
+                raise MaskWriteError(f"label_names key {value} is outside 1..65535", path)
+            names[value] = str(name)
+    for value in present:
+        names.setdefault(int(value), f"label_{int(value)}")
+    return dict(sorted(names.items()))
+
+
+def sidecar_path(path: Path) -> Path:
+    """``mask.nii.gz`` -> ``mask.json``; ``mask.nii`` -> ``mask.json``."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return path.with_name(name[: -len(suffix)] + ".json")
+    return path.with_name(name + ".json")
+
+
+def _refuse_reference_paths(outputs: Sequence[Path], reference: Volume) -> None:
+    """Never overwrite a file the reference was read from, whatever ``overwrite`` says."""
+    for src in reference.provenance.paths:
+        for out in outputs:
+            try:
+                same = out.exists() and os.path.samefile(out, src)
+            except OSError:
+                same = False
+            if same or Path(os.path.abspath(out)) == Path(os.path.abspath(src)):
+                raise MaskWriteError(
+                    "refusing to overwrite a file the reference image was read from", out
+                )
+
+
+def reference_summary(reference: Volume) -> dict[str, Any]:
+    """JSON-ready description of where the reference came from and its grid (RAS+ affine)."""
+    prov = reference.provenance
+    return {
+        "format": prov.format,
+        "paths": list(prov.paths),
+        "description": prov.description,
+        "modality": reference.modality,
+        "series_instance_uid": prov.series_uid,
+        "study_instance_uid": prov.study_uid,
+        "frame_of_reference_uid": prov.frame_of_reference_uid,
+        "sop_class_uid": prov.sop_class_uid,
+        "source_orientation": prov.source_orientation,
+        "orientation": reference.orientation,
+        "shape": list(reference.shape),
+        "spacing_mm": list(reference.spacing),
+        "affine_ras": reference.affine.tolist(),
+        "n_source_frames": len(prov.source_frames),
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+# -- NIfTI header ----------------------------------------------------------------------------
+def _nifti_header(reference: Volume, array: np.ndarray) -> tuple[Any, str]:
+    """A Nifti1Header for ``array`` on ``reference``'s grid, and how the geometry was chosen."""
+    import nibabel as nib
+
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(array.dtype)
+    hdr.set_data_shape(array.shape)
+    prov = reference.provenance
+    how = ""
+    raw = prov.extra.get("nifti_header") if prov.format == "nifti" else None
+    if raw is not None:
+        for name in _GEOMETRY_FIELDS:
+            hdr[name] = raw[name]
+        pixdim = np.array(hdr["pixdim"])
+        pixdim[:4] = np.asarray(raw["pixdim"])[:4]
+        hdr["pixdim"] = pixdim
+        how = "copied from the reference NIfTI header"
+    elif prov.format == "nifti" and prov.nifti_sform is not None and prov.nifti_qform is not None:
+        hdr.set_qform(prov.nifti_qform, code=int(prov.nifti_qform_code))
+        hdr.set_sform(prov.nifti_sform, code=int(prov.nifti_sform_code))
+        how = "reference NIfTI qform/sform matrices and codes"
+    if how and not np.allclose(hdr.get_best_affine(), reference.affine, rtol=1e-6, atol=1e-4):
+        # The Volume's affine no longer matches its NIfTI header (it was replaced after reading):
+        # the affine is the truth that every other module used.
+        how = ""
+    if not how:
+        affine = np.asarray(reference.affine, dtype=np.float64)
+        hdr.set_qform(affine, code=NIFTI_XFORM_SCANNER_ANAT)
+        hdr.set_sform(affine, code=NIFTI_XFORM_SCANNER_ANAT)
+        how = "reference RAS affine as sform and qform, code 1 (scanner anatomical)"
+    hdr.set_xyzt_units(xyz="mm", t="sec")
+    hdr.set_intent("label", (), name="labels")
+    hdr.set_slope_inter(1.0, 0.0)
+    hdr["cal_min"] = 0
+    hdr["cal_max"] = float(array.max()) if array.size else 0.0
+    hdr["descrip"] = b"sam2-med label map"
+    return hdr, how
+
+
+def _nifti_bytes(array: np.ndarray, hdr: Any, gz: bool) -> bytes:
+    import nibabel as nib
+
+    # affine=None: nibabel keeps the header's qform/sform fields exactly as set.
+    img = nib.Nifti1Image(array, None, header=hdr)
+    img.header.set_slope_inter(1.0, 0.0)
+    data = img.to_bytes()
+    if not gz:
+        return data
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6, mtime=0) as fh:
+        fh.write(data)
+    return buf.getvalue()
+
+
+def save_mask(
+    labels: np.ndarray | LabelVolume,
+    path: str | os.PathLike[str],
+    *,
+    reference: Volume,
+    label_names: Mapping[Any, str] | Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a label map as NIfTI on exactly ``reference``'s voxel grid, plus a JSON sidecar.
+
+    Parameters
+    ----------
+    labels : (I, J, K) ndarray of int or bool, or LabelVolume
+        Indexed like ``reference.array`` (voxel ``(i, j, k)``); 0 = background.
+    path : path-like
+        Output ending in ``.nii.gz`` (compressed) or ``.nii``. The sidecar goes next to it as
+        ``<stem>.json``.
+    reference : Volume
+        The image the labels were drawn on. Its file is never written to.
+    label_names : mapping of int -> str, or sequence of str, optional
+        Names per label value (a sequence names labels 1, 2, ...). Defaults to a LabelVolume's
+        names; unnamed labels become ``"label_<n>"``.
+    overwrite : bool
+        Replace existing outputs (mask and sidecar). Default: refuse.
+
+    Returns
+    -------
+    Path
+        The NIfTI file written.
+
+    Raises
+    ------
+    MaskWriteError
+        Wrong suffix, shape mismatch, non-integer/negative/too-large labels, output would
+        replace the reference, folder missing or unwritable.
+    OutputExistsError
+        An output exists and ``overwrite`` is false.
+
+    Notes
+    -----
+    Geometry: with a NIfTI reference the header's qform/sform fields and codes are copied bit
+    for bit; otherwise the RAS+ affine becomes sform and qform with code 1 (scanner anatomical).
+    The affine a reader reconstructs equals ``reference.affine`` to float32 precision (exactly,
+    for NIfTI references). Both files are written atomically (temp file, fsync, rename).
+    """
+    out = Path(path)
+    lower = out.name.lower()
+    if not lower.endswith((".nii.gz", ".nii")):
+        raise MaskWriteError(
+            "a mask must be written as NIfTI: use a .nii.gz or .nii suffix "
+            "(DICOM SEG: sam2_med.io.save_dicom_seg)",
+            out,
+        )
+    side = sidecar_path(out)
+    array, base_names = prepare_labels(labels, reference, out)
+    _refuse_reference_paths([out, side], reference)
+    check_writable([out, side], overwrite=overwrite)
+
+    values, counts = np.unique(array, return_counts=True)
+    present = [int(v) for v in values if v != 0]
+    names = normalize_label_names(label_names, base_names, present, out)
+    voxels = dict(zip((int(v) for v in values), (int(c) for c in counts), strict=True))
+
+    hdr, how = _nifti_header(reference, array)
+    payload = _nifti_bytes(array, hdr, gz=lower.endswith(".gz"))
+
+    from .. import __version__
+
+    sidecar = {
+        "sam2_med_version": __version__,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "mask": {
+            "file": out.name,
+            "dtype": str(array.dtype),
+            "shape": list(array.shape),
+            "affine_ras": reference.affine.tolist(),
+            "orientation": geometry.axcodes(reference.affine),
+            "geometry": how,
+            "background": 0,
+        },
+        "labels": [{"value": v, "name": n, "voxels": voxels.get(v, 0)} for v, n in names.items()],
+        "label_names": {str(v): n for v, n in names.items()},
+        "reference": reference_summary(reference),
+    }
+    if isinstance(labels, LabelVolume) and labels.extra:
+        sidecar["extra"] = _jsonable(labels.extra)
+    text = json.dumps(sidecar, indent=2, allow_nan=False) + "\n"
+    write_files_atomically({out: payload, side: text.encode("utf-8")}, overwrite=overwrite)
+    return out
