@@ -268,6 +268,7 @@ def read_nifti(
         raise CorruptFileError(f"not a NIfTI image (nibabel read a {type(img).__name__})", path)
 
     hdr = img.header
+    tolerated = _header_problems(path, type(hdr), compressed)
     try:
         shape = tuple(int(d) for d in img.shape)
         dtype = hdr.get_data_dtype()
@@ -301,6 +302,8 @@ def read_nifti(
     except MemoryError as exc:
         raise CorruptFileError("voxel data too large to read; damaged header?", path) from exc
 
+    if not raw.dtype.isnative:  # big-endian files: hand on native byte order (torch needs it)
+        raw = raw.astype(raw.dtype.newbyteorder("="))
     array = _apply_nifti_scaling(raw, slope, inter)
 
     try:
@@ -323,6 +326,7 @@ def read_nifti(
         notes = (f"volume {t} of a 4D image with {shape[3]} volumes",)
     if not (slope == 1.0 and inter == 0.0):
         notes = (*notes, f"applied scl_slope={slope:g}, scl_inter={inter:g}")
+    notes = (*notes, *(f"header fixed on read: {msg}" for msg in tolerated))
     if int(hdr["sform_code"]) == 0 and int(hdr["qform_code"]) == 0:
         notes = (*notes, "qform_code and sform_code are 0: geometry from pixdim only")
     provenance = Provenance(
@@ -346,6 +350,35 @@ def read_nifti(
     )
     mod = _clean_modality(modality) or _sidecar_modality(path) or "OT"
     return _make_volume(path, array, affine, modality=mod, provenance=provenance)
+
+
+#: nibabel header problems that make the geometry or voxel layout untrustworthy; nibabel would
+#: "fix" them silently (for example drop an invalid sform_code and fall back to the qform).
+_FATAL_HEADER_PROBLEMS = ("sizeof_hdr", "sform_code", "qform_code", "magic string", "bitpix")
+
+
+def _header_problems(path: Path, header_class, compressed: bool) -> tuple[str, ...]:
+    """Check the raw header as stored; refuse damage nibabel would paper over.
+
+    Returns the tolerated problems (for example ``pixdim[0]`` = 0, which NIfTI-1 readers treat
+    as qfac = 1) so they can be recorded in the provenance notes. Non-positive voxel sizes are
+    fatal only when the geometry comes from the qform or pixdim (``sform_code == 0``).
+    """
+    try:
+        opener = gzip.open if compressed else open
+        with opener(path, "rb") as fh:
+            raw = fh.read(int(header_class.sizeof_hdr))
+        report = header_class.diagnose_binaryblock(raw)
+        sform_code = int(header_class(raw, check=False)["sform_code"])  # endian-aware
+    except (OSError, EOFError, ValueError, zlib.error, struct.error, TypeError) as exc:
+        raise CorruptFileError(f"damaged NIfTI header ({exc})", path) from exc
+    problems = tuple(line.strip() for line in report.splitlines() if line.strip())
+    for msg in problems:
+        if any(key in msg for key in _FATAL_HEADER_PROBLEMS) or (
+            "pixdim[1,2,3]" in msg and sform_code == 0
+        ):
+            raise CorruptFileError(f"damaged NIfTI header: {msg}", path)
+    return problems
 
 
 def _apply_nifti_scaling(raw: np.ndarray, slope: float, inter: float) -> np.ndarray:

@@ -193,3 +193,42 @@ def test_nifti2(tmp_path):
     np.testing.assert_array_equal(vol.array, data)
     np.testing.assert_allclose(vol.affine, AFFINE)
     assert vol.provenance.extra["nifti_version"] == 2
+
+
+def test_big_endian_file_gives_native_int16(tmp_path):
+    data = np.arange(60, dtype=np.int16).reshape(3, 4, 5)
+    img = nib.Nifti1Image(data, AFFINE, nib.Nifti1Header(endianness=">"))
+    img.set_data_dtype(np.int16)
+    path = tmp_path / "be.nii.gz"
+    img.to_filename(path)
+    assert nib.load(path).header.endianness == ">"
+    vol = read_nifti(path)
+    assert vol.dtype == np.dtype("int16") and vol.dtype.isnative
+    np.testing.assert_array_equal(vol.array, data)
+    np.testing.assert_allclose(vol.affine, AFFINE)
+
+
+@pytest.mark.parametrize(
+    ("offset", "value", "match"),
+    [(0, np.int32(347), "sizeof_hdr"), (254, np.int16(148), "sform_code"),
+     (72, np.int16(8), "bitpix")],
+)  # fmt: skip
+def test_damaged_header_fields_are_refused_not_fixed(tmp_path, offset, value, match):
+    """nibabel would silently "fix" these (e.g. drop the sform); a damaged header is refused."""
+    path = _save(tmp_path, np.zeros((3, 4, 5), np.int16), name="bad.nii")
+    blob = bytearray(path.read_bytes())
+    raw = value.astype(value.dtype.newbyteorder("<")).tobytes()
+    blob[offset : offset + len(raw)] = raw
+    path.write_bytes(bytes(blob))
+    with pytest.raises(CorruptFileError, match=match):
+        read_nifti(path)
+
+
+def test_qfac_zero_is_tolerated_and_noted(tmp_path):
+    path = _save(tmp_path, np.zeros((3, 4, 5), np.int16), name="q.nii")
+    blob = bytearray(path.read_bytes())
+    blob[76:80] = np.float32(0).tobytes()  # pixdim[0]: NIfTI-1 readers treat 0 as qfac = 1
+    path.write_bytes(bytes(blob))
+    vol = read_nifti(path)
+    np.testing.assert_allclose(vol.affine, AFFINE)
+    assert any("qfac" in note for note in vol.provenance.notes)
