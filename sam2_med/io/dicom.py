@@ -1,0 +1,804 @@
+"""DICOM series -> :class:`~sam2_med.volume.Volume`, refusing anything that is not one regular grid.
+
+What is read
+------------
+* A folder (searched recursively), one file, or a list of files and folders; plain Part 10 files,
+  preamble-less data sets, and gzip-wrapped files (``.dcm.gz``, decompressed in memory).
+* Classic single-frame images (one file per slice) and enhanced multi-frame images, whose
+  per-frame geometry and rescale come from the Per-Frame Functional Groups Sequence with the
+  Shared Functional Groups Sequence as fallback (PS3.3 C.7.6.16).
+* Any transfer syntax pydicom decodes with the installed plugins (native, deflate, JPEG baseline
+  and lossless, JPEG-LS, JPEG 2000, RLE).
+
+How it becomes a volume
+-----------------------
+Files are grouped by Series Instance UID. Non-image objects (SR, presentation states, SEG,
+RT structure sets, ...) are set aside and noted. With several image series, ``series_uid`` must
+choose one (:class:`MultipleSeriesError` lists them).
+
+Slices are sorted by Image Position (Patient) projected on the slice normal (row x column
+direction cosines, PS3.3 C.7.6.2.1.1); the slice step comes from those positions, never from
+Slice Thickness. The stack must be regular: see :mod:`sam2_med.io._dicom_geometry` for the
+tolerances (``max(0.01 mm, 1 % of the step)`` for uneven spacing and for in-plane drift).
+
+Voxel values are the output of the Modality LUT (PS3.3 C.11.1; pydicom's
+``apply_modality_lut``): Hounsfield units for CT. They are stored as the stored integer dtype when
+no rescale is needed, as ``int16``/``uint16``/``int32`` when the rescale maps integers to
+integers, and as ``float32`` otherwise. MONOCHROME1 images keep their values (a higher value is
+displayed darker); a note in the provenance says so. Window Center/Width (first value, PS3.3
+C.11.2) is kept as :class:`~sam2_med.volume.WindowHint`.
+
+``Volume.array`` is indexed ``(i, j, k)`` = (column, row, slice in position order), the transpose
+of pydicom's ``pixel_array`` stacked along slices, as dcm2niix and nibabel order it. The affine
+is built in DICOM LPS+ and converted to RAS+ with :func:`sam2_med.geometry.lps_to_ras`.
+
+Refused inputs (never guessed)
+------------------------------
+gantry tilt, missing slices or uneven spacing, inconsistent orientation / size / pixel spacing /
+frame of reference within a series, a single slice, several images at one position (repeated
+acquisitions, 4D time series, multiple echoes or image types), colour images, files that are not
+DICOM or are truncated. Every failure is a :class:`~sam2_med.io.errors.VolumeReadError`
+subclass whose message starts with the offending file or folder.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut
+
+from .. import geometry
+from ..volume import Provenance, SourceFrame, Volume, WindowHint
+from . import _dicom_files as files
+from . import _dicom_geometry as geo
+from .errors import (
+    CorruptFileError,
+    GeometryError,
+    MultipleSeriesError,
+    NotAVolumeError,
+    UnsupportedFormatError,
+    UnsupportedImageError,
+    VolumeReadError,
+)
+
+__all__ = ["SeriesInfo", "list_series", "read_dicom"]
+
+#: SOP Class UID prefixes of objects that are not images to stack (PS3.4 B.5): structured
+#: reports, presentation states, raw data / spatial registration / SEG / surfaces, RT structure
+#: sets, plans and treatment records (RT Image 481.1 and RT Dose 481.2 excluded from the list on
+#: purpose: they are images, and are then checked like any other).
+NON_IMAGE_SOP_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.88.",  # structured reports, key object selection
+    "1.2.840.10008.5.1.4.1.1.11.",  # presentation states
+    "1.2.840.10008.5.1.4.1.1.66",  # raw data, spatial registration, fiducials, SEG, surfaces
+    "1.2.840.10008.5.1.4.1.1.104.",  # encapsulated PDF/CDA/STL
+    "1.2.840.10008.5.1.4.1.1.481.3",  # RT structure set
+    "1.2.840.10008.5.1.4.1.1.481.5",  # RT plan
+    "1.2.840.10008.5.1.4.1.1.481.4",  # RT beams treatment record
+    "1.2.840.10008.5.1.4.1.1.9.",  # waveforms
+)
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One DICOM series found under a folder (from headers only).
+
+    Attributes
+    ----------
+    series_uid : str
+        Series Instance UID (``""`` for files that lack one).
+    description : str or None
+        Series Description.
+    modality : str
+        Modality code, ``"OT"`` when absent.
+    n_slices : int
+        Image planes in the series: files for classic images, frames for multi-frame files.
+    rows, cols : int or None
+        Image size of the first image (``None`` for non-image series).
+    n_files : int
+    study_uid : str or None
+    series_number : int or None
+    sop_class_uid : str or None
+        Of the first file (from the data set, else from the file meta information).
+    is_image : bool
+        False for SR, presentation states, SEG, RT structure sets and other non-image objects.
+    """
+
+    series_uid: str
+    description: str | None
+    modality: str
+    n_slices: int
+    rows: int | None
+    cols: int | None
+    n_files: int
+    study_uid: str | None = None
+    series_number: int | None = None
+    sop_class_uid: str | None = None
+    is_image: bool = True
+
+    def summary(self) -> str:
+        """One line: UID, description, modality, slices and size."""
+        size = f" {self.rows}x{self.cols}" if self.rows and self.cols else ""
+        kind = "" if self.is_image else " (not an image)"
+        return (
+            f"{self.series_uid or '<no SeriesInstanceUID>'}  {self.description or '(no description)'!r}  "
+            f"{self.modality}  {self.n_slices} slices{size} in {self.n_files} files{kind}"
+        )
+
+
+@dataclass(frozen=True)
+class _Header:
+    path: Path
+    ds: Dataset
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """One image plane, with everything needed to place it (LPS) and rescale it."""
+
+    path: Path
+    sop_instance_uid: str
+    frame: int | None
+    rows: int
+    cols: int
+    iop: np.ndarray
+    ipp: np.ndarray
+    pixel_spacing: np.ndarray
+    slope: float
+    intercept: float
+    has_lut: bool
+    window: WindowHint | None
+
+
+# -- small readers of header values ------------------------------------------------------------
+def _str(ds: Dataset, keyword: str) -> str | None:
+    try:
+        value = ds.get(keyword)
+    except Exception:
+        return None
+    if value is None or value == "":
+        return None
+    return str(value).strip() or None
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return None if value is None or value == "" else int(value)
+    except Exception:
+        return None
+
+
+def _sop_class(ds: Dataset) -> str | None:
+    uid = _str(ds, "SOPClassUID")
+    if uid is None:
+        meta = getattr(ds, "file_meta", None)
+        uid = _str(meta, "MediaStorageSOPClassUID") if meta is not None else None
+    return uid
+
+
+def _floats(item: Dataset | None, keyword: str, n: int, path: Path) -> np.ndarray | None:
+    """``n`` finite floats from a (multi-)valued attribute; ``None`` when absent."""
+    if item is None:
+        return None
+    try:
+        if keyword not in item:
+            return None
+        value = item[keyword].value
+        if value is None or value == "":
+            return None
+        seq = [value] if isinstance(value, (str, bytes, int, float)) else list(value)
+        arr = np.array([float(v) for v in seq], dtype=np.float64)
+    except Exception:
+        raise CorruptFileError(f"unreadable {keyword} value", path) from None
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        raise CorruptFileError(f"{keyword} must hold {n} finite numbers, got {seq!r}", path)
+    return arr
+
+
+def _first_float(item: Dataset | None, keyword: str, path: Path) -> float | None:
+    if item is None:
+        return None
+    try:
+        if keyword not in item:
+            return None
+        value = item[keyword].value
+        if value is None or value == "":
+            return None
+        if not isinstance(value, (str, bytes, int, float)):
+            value = next(iter(value))
+        out = float(value)
+    except Exception:
+        raise CorruptFileError(f"unreadable {keyword} value", path) from None
+    if not np.isfinite(out):
+        raise CorruptFileError(f"{keyword} is not finite", path)
+    return out
+
+
+def _window(item: Dataset | None, path: Path) -> WindowHint | None:
+    center = _first_float(item, "WindowCenter", path)
+    width = _first_float(item, "WindowWidth", path)
+    if center is None or width is None or width <= 0:
+        return None
+    explanation = None
+    try:
+        raw = item.get("WindowCenterWidthExplanation")  # type: ignore[union-attr]
+        if raw:
+            explanation = str(raw if isinstance(raw, str) else next(iter(raw)))
+    except Exception:
+        explanation = None
+    return WindowHint(center=center, width=width, explanation=explanation)
+
+
+def _is_image(ds: Dataset) -> bool:
+    uid = _sop_class(ds) or ""
+    if uid.startswith(NON_IMAGE_SOP_PREFIXES):
+        return False
+    return "Rows" in ds and "Columns" in ds
+
+
+# -- scanning ----------------------------------------------------------------------------------
+def _as_inputs(path_or_list: Any) -> tuple[list[Path], Path]:
+    """(paths, label): the inputs as paths and the path that names the input in messages."""
+    if isinstance(path_or_list, (str, os.PathLike)):
+        paths = [Path(path_or_list)]
+    else:
+        try:
+            paths = [Path(p) for p in path_or_list]
+        except TypeError:
+            raise VolumeReadError(
+                f"expected a path or a list of paths, got {type(path_or_list).__name__}"
+            ) from None
+    if not paths:
+        raise VolumeReadError("empty list of DICOM files")
+    for p in paths:
+        if not p.exists():
+            raise VolumeReadError("no such file or folder", p)
+    label = paths[0] if len(paths) == 1 else paths[0].parent
+    return paths, label
+
+
+def _scan(path_or_list: Any) -> tuple[list[_Header], list[str], Path]:
+    """Read the headers of every DICOM file in the input.
+
+    In a folder, files that are not DICOM (by name or by their first bytes) are skipped and
+    counted in a note; a file that claims to be DICOM but is damaged is an error. Files named
+    explicitly must all be DICOM.
+    """
+    inputs, label = _as_inputs(path_or_list)
+    notes: list[str] = []
+    headers: list[_Header] = []
+    skipped = 0
+    for top in inputs:
+        if top.is_dir():
+            candidates, by_name = files.candidate_files(top)
+            skipped += by_name
+            for p in candidates:
+                if not files.sniff(p):
+                    skipped += 1
+                    continue
+                try:
+                    ds = files.read_dataset(p, header_only=True)
+                except UnsupportedFormatError:
+                    skipped += 1
+                    continue
+                headers.append(_Header(p, ds))
+        else:
+            headers.append(_Header(top, files.read_dataset(top, header_only=True)))
+    if skipped:
+        notes.append(f"skipped {skipped} non-DICOM file(s)")
+    if not headers:
+        raise UnsupportedFormatError("no DICOM files found", label)
+    return headers, notes, label
+
+
+def _group(headers: list[_Header]) -> dict[str, list[_Header]]:
+    groups: dict[str, list[_Header]] = {}
+    for h in headers:
+        groups.setdefault(_str(h.ds, "SeriesInstanceUID") or "", []).append(h)
+    return groups
+
+
+def _series_info(uid: str, headers: list[_Header]) -> SeriesInfo:
+    ds = headers[0].ds
+    image = any(_is_image(h.ds) for h in headers)
+    n = 0
+    for h in headers:
+        if _is_image(h.ds):
+            n += max(_int(h.ds, "NumberOfFrames") or 1, 1)
+    return SeriesInfo(
+        series_uid=uid,
+        description=_str(ds, "SeriesDescription"),
+        modality=_str(ds, "Modality") or "OT",
+        n_slices=n,
+        rows=_int(ds, "Rows") if image else None,
+        cols=_int(ds, "Columns") if image else None,
+        n_files=len(headers),
+        study_uid=_str(ds, "StudyInstanceUID"),
+        series_number=_int(ds, "SeriesNumber"),
+        sop_class_uid=_sop_class(ds),
+        is_image=image,
+    )
+
+
+def list_series(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> list[SeriesInfo]:
+    """Describe every DICOM series under ``path`` from file headers only.
+
+    Parameters
+    ----------
+    path : path or sequence of paths
+        A folder (searched recursively), a file, or a list of them.
+
+    Returns
+    -------
+    list of SeriesInfo
+        Image series first, then non-image ones, each group by series number and UID.
+
+    Raises
+    ------
+    VolumeReadError
+        Or a subclass: nothing DICOM there, or a damaged DICOM file.
+    """
+    headers, _, _ = _scan(path)
+    infos = [_series_info(uid, hs) for uid, hs in _group(headers).items()]
+    return sorted(infos, key=lambda s: (not s.is_image, s.series_number or 0, s.series_uid))
+
+
+def _choose_series(
+    groups: dict[str, list[_Header]], series_uid: str | None, label: Path, notes: list[str]
+) -> tuple[str, list[_Header]]:
+    infos = {uid: _series_info(uid, hs) for uid, hs in groups.items()}
+    images = {uid: info for uid, info in infos.items() if info.is_image}
+    others = [info for info in infos.values() if not info.is_image]
+    if series_uid is not None:
+        if series_uid not in groups:
+            listing = "; ".join(i.summary() for i in infos.values())
+            raise VolumeReadError(f"series {series_uid} not found; found: {listing}", label)
+        if series_uid not in images:
+            raise NotAVolumeError(
+                f"series {series_uid} holds no images ({infos[series_uid].summary()})", label
+            )
+        return series_uid, groups[series_uid]
+    if not images:
+        listing = "; ".join(i.summary() for i in others)
+        raise NotAVolumeError(f"no image series found, only: {listing}", label)
+    if len(images) > 1:
+        ordered = sorted(images.values(), key=lambda s: (s.series_number or 0, s.series_uid))
+        listing = "\n".join("  " + s.summary() for s in ordered)
+        raise MultipleSeriesError(
+            f"{len(images)} image series found; choose one with series_uid=...:\n{listing}",
+            label,
+            series=ordered,
+        )
+    if others:
+        notes.append("ignored non-image series: " + "; ".join(i.summary() for i in others))
+    uid = next(iter(images))
+    return uid, groups[uid]
+
+
+# -- frames ------------------------------------------------------------------------------------
+def _fg_item(groups: Sequence[Dataset | None], keyword: str) -> Dataset | None:
+    """First item of a functional-group macro sequence, per-frame group first (C.7.6.16)."""
+    for g in groups:
+        if g is None:
+            continue
+        try:
+            if keyword in g:
+                seq = g[keyword].value
+                if seq is not None and len(seq) > 0:
+                    return seq[0]
+        except Exception:
+            continue
+    return None
+
+
+def _check_pixel_format(ds: Dataset, path: Path) -> None:
+    spp = _int(ds, "SamplesPerPixel") or 1
+    photometric = (_str(ds, "PhotometricInterpretation") or "MONOCHROME2").upper()
+    if spp != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise UnsupportedImageError(
+            f"{photometric} image with {spp} samples per pixel: sam2-med reads grayscale "
+            "(MONOCHROME1/MONOCHROME2) images only",
+            path,
+        )
+
+
+def _frames_of(h: _Header) -> list[_Frame]:
+    """Every image plane of one file with its geometry and rescale."""
+    ds, path = h.ds, h.path
+    rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
+    if not rows or not cols or rows < 1 or cols < 1:
+        raise CorruptFileError("missing or invalid Rows/Columns", path)
+    _check_pixel_format(ds, path)
+    sop = _str(ds, "SOPInstanceUID") or ""
+    has_lut = "ModalityLUTSequence" in ds
+    n_frames = _int(ds, "NumberOfFrames")
+    try:
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+        shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    except Exception:
+        raise CorruptFileError("unreadable functional groups", path) from None
+    shared = shared_seq[0] if shared_seq else None
+
+    if per_frame is None:
+        if n_frames is not None and n_frames > 1:
+            raise UnsupportedImageError(
+                f"multi-frame file with {n_frames} frames but no per-frame functional groups: "
+                "the frames cannot be placed in space",
+                path,
+            )
+        iop = _floats(ds, "ImageOrientationPatient", 6, path)
+        ipp = _floats(ds, "ImagePositionPatient", 3, path)
+        ps = _floats(ds, "PixelSpacing", 2, path)
+        slope = _first_float(ds, "RescaleSlope", path)
+        intercept = _first_float(ds, "RescaleIntercept", path)
+        planes = [(None, iop, ipp, ps, slope, intercept, _window(ds, path))]
+    else:
+        if n_frames is None or n_frames != len(per_frame):
+            raise CorruptFileError(
+                f"NumberOfFrames ({n_frames}) does not match the {len(per_frame)} items of "
+                "PerFrameFunctionalGroupsSequence",
+                path,
+            )
+        planes = []
+        for f, item in enumerate(per_frame):
+            groups = (item, shared, ds)
+            pos = _fg_item(groups, "PlanePositionSequence")
+            ori = _fg_item(groups, "PlaneOrientationSequence")
+            meas = _fg_item(groups, "PixelMeasuresSequence")
+            pvt = _fg_item(groups, "PixelValueTransformationSequence")
+            voi = _fg_item(groups, "FrameVOILUTSequence")
+            planes.append(
+                (
+                    f,
+                    _floats(ori, "ImageOrientationPatient", 6, path),
+                    _floats(pos, "ImagePositionPatient", 3, path),
+                    _floats(meas, "PixelSpacing", 2, path),
+                    _first_float(pvt, "RescaleSlope", path)
+                    if pvt is not None
+                    else _first_float(ds, "RescaleSlope", path),
+                    _first_float(pvt, "RescaleIntercept", path)
+                    if pvt is not None
+                    else _first_float(ds, "RescaleIntercept", path),
+                    _window(voi, path) if voi is not None else _window(ds, path),
+                )
+            )
+
+    out = []
+    for f, iop, ipp, ps, slope, intercept, window in planes:
+        where = "" if f is None else f" (frame {f})"
+        missing = [
+            name
+            for name, v in (
+                ("ImageOrientationPatient", iop),
+                ("ImagePositionPatient", ipp),
+                ("PixelSpacing", ps),
+            )
+            if v is None
+        ]
+        if missing:
+            raise GeometryError(
+                f"no {', '.join(missing)}{where}: the image cannot be placed in space", path
+            )
+        assert iop is not None and ipp is not None and ps is not None
+        if np.any(ps <= 0):
+            raise GeometryError(f"PixelSpacing {ps.tolist()} is not positive{where}", path)
+        out.append(
+            _Frame(
+                path=path,
+                sop_instance_uid=sop,
+                frame=f,
+                rows=rows,
+                cols=cols,
+                iop=iop,
+                ipp=ipp,
+                pixel_spacing=ps,
+                slope=1.0 if slope is None else slope,
+                intercept=0.0 if intercept is None else intercept,
+                has_lut=has_lut,
+                window=window,
+            )
+        )
+    return out
+
+
+def _where(frame: _Frame) -> str:
+    return f"{frame.path}" + ("" if frame.frame is None else f" frame {frame.frame}")
+
+
+def _check_consistent(frames: list[_Frame], label: Path) -> None:
+    """Same size, pixel spacing and orientation for every plane."""
+    first = frames[0]
+    sizes = sorted({(f.rows, f.cols) for f in frames})
+    if len(sizes) > 1:
+        raise NotAVolumeError(
+            f"images of different sizes (rows x columns {sizes}) in one series: not one volume",
+            label,
+        )
+    for f in frames[1:]:
+        if not geo.same_orientation(f.iop, first.iop):
+            n_groups = len({tuple(np.round(x.iop, 3)) for x in frames})
+            raise GeometryError(
+                "inconsistent orientation within the series: "
+                f"{n_groups} different ImageOrientationPatient values (e.g. {_where(first)}: "
+                f"{first.iop.round(4).tolist()} vs {_where(f)}: {f.iop.round(4).tolist()}); "
+                "a localiser or a multi-planar series is not one volume",
+                label,
+            )
+        if not np.allclose(f.pixel_spacing, first.pixel_spacing, rtol=1e-4, atol=1e-6):
+            raise NotAVolumeError(
+                "mixed PixelSpacing within the series "
+                f"({first.pixel_spacing.tolist()} vs {f.pixel_spacing.tolist()} in {_where(f)})",
+                label,
+            )
+
+
+def _order_frames(frames: list[_Frame], label: Path) -> tuple[np.ndarray, float, np.ndarray]:
+    """Sort planes along the normal, refuse anything irregular; returns (order, step, normal)."""
+    if len(frames) < 2:
+        raise NotAVolumeError(
+            "a single image is not a volume: at least 2 slices are needed (the slice step is "
+            "measured from their positions, never taken from SliceThickness)",
+            label,
+        )
+    try:
+        normal = geo.slice_normal(frames[0].iop)
+    except ValueError as exc:
+        raise GeometryError(str(exc), frames[0].path) from None
+    positions = np.stack([f.ipp for f in frames])
+    d = positions @ normal
+    # Planes at the same place along the normal: repeated acquisitions, 4D, echoes, image types.
+    d_sorted = np.sort(d)
+    gaps = np.diff(d_sorted)
+    distinct = gaps[gaps > geo.POSITION_ATOL_MM]
+    scale = float(np.median(distinct)) if distinct.size else 0.0
+    same = gaps <= 0.5 * geo.position_tolerance(scale)
+    if np.any(same):
+        n_positions = int(np.sum(~same)) + 1
+        if n_positions == 1:
+            raise NotAVolumeError(
+                f"not a volume: all {len(frames)} images lie at the same position along the "
+                "slice normal (repeated acquisitions of one slice?)",
+                label,
+            )
+        counts = np.diff(np.flatnonzero(np.concatenate([[True], ~same, [True]])))
+        if np.all(counts == counts[0]):
+            raise UnsupportedImageError(
+                f"{counts[0]} images at each of {n_positions} slice positions: a 4D series "
+                "(time points, echoes, or several image types such as magnitude/phase); "
+                "sam2-med loads 3D volumes only: split the series first",
+                label,
+            )
+        raise NotAVolumeError(
+            f"not a volume: {len(frames)} images at only {n_positions} distinct slice "
+            f"positions, with up to {int(counts.max())} images at one position "
+            "(repeated or overlapping acquisitions)",
+            label,
+        )
+    order, step, problems = geo.stack_problems(positions, normal)
+    if problems:
+        raise GeometryError("; ".join(problems), label)
+    return order, step, normal
+
+
+# -- pixels ------------------------------------------------------------------------------------
+def _decode(h: _Header, frames: list[_Frame]) -> np.ndarray:
+    """Stored values of a file: ``(n_frames, rows, cols)``."""
+    ds = files.read_dataset(h.path, header_only=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = ds.pixel_array
+    except (NotImplementedError, ImportError) as exc:
+        tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
+        raise UnsupportedFormatError(
+            f"no decoder for transfer syntax {tsyntax} ({exc}); install pylibjpeg, "
+            "pylibjpeg-openjpeg, pylibjpeg-libjpeg, pylibjpeg-rle and pyjpegls",
+            h.path,
+        ) from None
+    except MemoryError:
+        raise CorruptFileError("damaged pixel data (absurd image size)", h.path) from None
+    except Exception as exc:
+        raise CorruptFileError(
+            f"cannot decode pixel data ({type(exc).__name__}: {exc})", h.path
+        ) from None
+    arr = np.asarray(arr)
+    rows, cols = frames[0].rows, frames[0].cols
+    expected = (len(frames), rows, cols) if frames[0].frame is not None else (rows, cols)
+    if arr.shape != expected or arr.dtype.kind not in "iub":
+        raise CorruptFileError(
+            f"decoded pixel data has shape {arr.shape} {arr.dtype}, expected {expected} integers",
+            h.path,
+        )
+    return arr.reshape((-1, rows, cols))
+
+
+def _lut_dataset(frame: _Frame, ds: Dataset | None) -> Dataset:
+    """The attributes of the Modality LUT module (C.11.1) that apply to one plane."""
+    if frame.has_lut and ds is not None:
+        return ds
+    item = Dataset()
+    item.RescaleSlope = frame.slope
+    item.RescaleIntercept = frame.intercept
+    return item
+
+
+def _output_dtype(raw: np.ndarray, frames: list[_Frame], notes: list[str]) -> np.dtype:
+    """Smallest dtype holding the modality-LUT output exactly (float32 for fractional output)."""
+    if any(f.has_lut for f in frames):
+        notes.append("Modality LUT Sequence applied (PS3.3 C.11.1)")
+        return np.dtype(np.float32)
+    slopes = np.array([f.slope for f in frames])
+    inter = np.array([f.intercept for f in frames])
+    if np.all(slopes == 1) and np.all(inter == 0):
+        return raw.dtype
+    if np.all(slopes == np.round(slopes)) and np.all(inter == np.round(inter)):
+        lo = hi = None
+        for k in range(raw.shape[0]):
+            a, b = int(raw[k].min()), int(raw[k].max())
+            ends = (a * slopes[k] + inter[k], b * slopes[k] + inter[k])
+            lo = min(ends) if lo is None else min(lo, *ends)
+            hi = max(ends) if hi is None else max(hi, *ends)
+        for dt in (np.int16, np.uint16, np.int32):
+            info = np.iinfo(dt)
+            if info.min <= lo and hi <= info.max:
+                return np.dtype(dt)
+    notes.append("rescale slope/intercept give non-integer values: stored as float32")
+    return np.dtype(np.float32)
+
+
+# -- the reader --------------------------------------------------------------------------------
+def read_dicom(
+    path_or_list: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    series_uid: str | None = None,
+) -> Volume:
+    """Read one DICOM image series as a :class:`~sam2_med.volume.Volume`.
+
+    Parameters
+    ----------
+    path_or_list : path or sequence of paths
+        A folder (searched recursively; non-DICOM files skipped), one DICOM file (an enhanced
+        multi-frame file is a whole volume), or a list of files/folders. ``.dcm.gz`` files are
+        decompressed in memory.
+    series_uid : str, optional
+        The Series Instance UID to load when the input holds several image series.
+
+    Returns
+    -------
+    Volume
+        ``array`` of shape ``(I, J, K)`` = (columns, rows, slices), slices in ascending position
+        along the normal ``row x column`` of Image Orientation (Patient); values after the
+        Modality LUT (HU for CT). ``affine`` maps voxel ``(i, j, k)`` to RAS+ mm.
+        ``provenance.source_frames[k]`` names the file (and frame) of slice ``k``.
+
+    Raises
+    ------
+    VolumeReadError
+        Or a subclass (:class:`MultipleSeriesError`, :class:`GeometryError`,
+        :class:`NotAVolumeError`, :class:`UnsupportedImageError`, :class:`CorruptFileError`,
+        :class:`UnsupportedFormatError`), naming the file or folder and the problem. No other
+        exception escapes for bad input.
+    """
+    try:
+        return _read(path_or_list, series_uid)
+    except VolumeReadError:
+        raise
+    except MemoryError:
+        raise VolumeReadError("not enough memory to read this series") from None
+    except Exception as exc:  # a bug or an input case not foreseen: still the documented type
+        where = path_or_list if isinstance(path_or_list, (str, os.PathLike)) else None
+        raise VolumeReadError(
+            f"unexpected {type(exc).__name__} while reading DICOM: {exc}", where
+        ) from exc
+
+
+def _read(path_or_list: Any, series_uid: str | None) -> Volume:
+    headers, notes, label = _scan(path_or_list)
+    uid, chosen = _choose_series(_group(headers), series_uid, label, notes)
+    images = [h for h in chosen if _is_image(h.ds)]
+    if len(images) < len(chosen):
+        notes.append(f"ignored {len(chosen) - len(images)} non-image object(s) in the series")
+    if len(images) == 1:
+        label = images[0].path
+
+    per_file = [_frames_of(h) for h in images]
+    frames = [f for fs in per_file for f in fs]
+    _check_consistent(frames, label)
+    frors = {_str(h.ds, "FrameOfReferenceUID") for h in images} - {None}
+    if len(frors) > 1:
+        raise GeometryError(
+            f"{len(frors)} different FrameOfReferenceUIDs in one series: not one coordinate system",
+            label,
+        )
+    order, step, _ = _order_frames(frames, label)
+
+    # Decode every file once, in file order, into one stack of stored values.
+    first = frames[0]
+    raw_parts: list[np.ndarray] = []
+    for h, fs in zip(images, per_file, strict=True):
+        raw_parts.append(_decode(h, fs))
+    dtypes = {p.dtype for p in raw_parts}
+    raw_dtype = np.result_type(*dtypes) if len(dtypes) > 1 else raw_parts[0].dtype
+    raw = np.empty((len(frames), first.rows, first.cols), dtype=raw_dtype)
+    at = 0
+    for part in raw_parts:
+        raw[at : at + part.shape[0]] = part
+        at += part.shape[0]
+    del raw_parts
+
+    out_dtype = _output_dtype(raw, frames, notes)
+    out = np.empty((len(frames), first.rows, first.cols), dtype=out_dtype)
+    ds_of = {h.path: h.ds for h in images}
+    for k, idx in enumerate(order):
+        f = frames[idx]
+        if out_dtype == raw.dtype and f.slope == 1 and f.intercept == 0 and not f.has_lut:
+            out[k] = raw[idx]
+        else:
+            out[k] = apply_modality_lut(raw[idx], _lut_dataset(f, ds_of[f.path]))
+    del raw
+    array = out.transpose(2, 1, 0)  # (slice, row, col) -> (i=col, j=row, k=slice)
+
+    k0 = frames[order[0]]
+    lps = geo.lps_affine(k0.iop, k0.ipp, k0.pixel_spacing, step)
+    affine = geometry.lps_to_ras(lps)
+
+    ds0 = images[0].ds
+    photometric = (_str(ds0, "PhotometricInterpretation") or "").upper()
+    if photometric == "MONOCHROME1":
+        notes.append(
+            "MONOCHROME1: values kept as stored after the modality LUT; a display must invert "
+            "them (higher values are darker)"
+        )
+    if any(
+        _int(h.ds, "NumberOfFrames") and h.ds.get("PerFrameFunctionalGroupsSequence")
+        for h in images
+    ):
+        notes.append("enhanced multi-frame: geometry and rescale from functional groups (C.7.6.16)")
+    source_frames = tuple(
+        SourceFrame(
+            path=str(frames[i].path),
+            sop_instance_uid=frames[i].sop_instance_uid,
+            frame=frames[i].frame,
+        )
+        for i in order
+    )
+    tsyntaxes = sorted(
+        {str(getattr(getattr(h.ds, "file_meta", None), "TransferSyntaxUID", "")) for h in images}
+    )
+    provenance = Provenance(
+        format="dicom",
+        paths=tuple(str(h.path) for h in images),
+        series_uid=uid or None,
+        study_uid=_str(ds0, "StudyInstanceUID"),
+        frame_of_reference_uid=next(iter(frors)) if frors else None,
+        sop_class_uid=_sop_class(ds0),
+        source_frames=source_frames,
+        description=_str(ds0, "SeriesDescription"),
+        source_orientation=geometry.axcodes(affine),
+        notes=tuple(notes),
+        extra={
+            "slice_step_mm": float(step),
+            "transfer_syntaxes": tsyntaxes,
+            "series_number": _int(ds0, "SeriesNumber"),
+            "photometric_interpretation": photometric or None,
+            "rescale_slopes": sorted({f.slope for f in frames}),
+            "rescale_intercepts": sorted({f.intercept for f in frames}),
+        },
+    )
+    return Volume(
+        array,
+        affine,
+        modality=_str(ds0, "Modality") or "OT",
+        provenance=provenance,
+        window=k0.window,
+    )
