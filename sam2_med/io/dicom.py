@@ -184,6 +184,14 @@ def _sop_class(ds: Dataset) -> str | None:
     return uid
 
 
+def _sop_instance(ds: Dataset) -> str:
+    uid = _str(ds, "SOPInstanceUID")
+    if uid is None:
+        meta = getattr(ds, "file_meta", None)
+        uid = _str(meta, "MediaStorageSOPInstanceUID") if meta is not None else None
+    return uid or ""
+
+
 def _floats(item: Dataset | None, keyword: str, n: int, path: Path) -> np.ndarray | None:
     """``n`` finite floats from a (multi-)valued attribute; ``None`` when absent."""
     if item is None:
@@ -382,6 +390,8 @@ def _choose_series(
     if others:
         notes.append("ignored non-image series: " + "; ".join(i.summary() for i in others))
     uid = next(iter(images))
+    if uid == "":
+        notes.append("the files have no SeriesInstanceUID: read as one series")
     return uid, groups[uid]
 
 
@@ -419,7 +429,7 @@ def _frames_of(h: _Header) -> list[_Frame]:
     if not rows or not cols or rows < 1 or cols < 1:
         raise CorruptFileError("missing or invalid Rows/Columns", path)
     _check_pixel_format(ds, path)
-    sop = _str(ds, "SOPInstanceUID") or ""
+    sop = _sop_instance(ds)
     has_lut = "ModalityLUTSequence" in ds
     n_frames = _int(ds, "NumberOfFrames")
     try:
