@@ -246,9 +246,13 @@ def _window(item: Dataset | None, path: Path) -> WindowHint | None:
 
 
 def _is_image(ds: Dataset) -> bool:
+    """An image to stack: not a known non-image SOP class, and either an image storage SOP class
+    or Rows/Columns present (a damaged image file stays an image and is then refused)."""
     uid = _sop_class(ds) or ""
     if uid.startswith(NON_IMAGE_SOP_PREFIXES):
         return False
+    if uid.startswith("1.2.840.10008.5.1.4.1.1."):
+        return True
     return "Rows" in ds and "Columns" in ds
 
 
@@ -617,7 +621,9 @@ def _decode(h: _Header, frames: list[_Frame]) -> np.ndarray:
         ) from None
     except MemoryError:
         raise CorruptFileError("damaged pixel data (absurd image size)", h.path) from None
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # Rust decoders (pyo3) panic with a BaseException subclass
         raise CorruptFileError(
             f"cannot decode pixel data ({type(exc).__name__}: {exc})", h.path
         ) from None
