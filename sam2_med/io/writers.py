@@ -224,10 +224,12 @@ def _nifti_header(reference: Volume, array: np.ndarray) -> tuple[Any, str]:
     """A Nifti1Header for ``array`` on ``reference``'s grid, and how the geometry was chosen."""
     import nibabel as nib
 
-    hdr = nib.Nifti1Header()
+    prov = reference.provenance
+    # A NIfTI-2 reference stores its transforms in float64: answer in kind to keep them exact.
+    nifti2 = prov.format == "nifti" and prov.extra.get("nifti_version") == 2
+    hdr = nib.Nifti2Header() if nifti2 else nib.Nifti1Header()
     hdr.set_data_dtype(array.dtype)
     hdr.set_data_shape(array.shape)
-    prov = reference.provenance
     how = ""
     raw = prov.extra.get("nifti_header") if prov.format == "nifti" else None
     if raw is not None:
@@ -263,7 +265,8 @@ def _nifti_bytes(array: np.ndarray, hdr: Any, gz: bool) -> bytes:
     import nibabel as nib
 
     # affine=None: nibabel keeps the header's qform/sform fields exactly as set.
-    img = nib.Nifti1Image(array, None, header=hdr)
+    image_class = nib.Nifti2Image if isinstance(hdr, nib.Nifti2Header) else nib.Nifti1Image
+    img = image_class(array, None, header=hdr)
     img.header.set_slope_inter(1.0, 0.0)
     data = img.to_bytes()
     if not gz:

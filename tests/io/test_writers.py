@@ -235,3 +235,18 @@ def test_nifti_reference_whose_affine_was_replaced_uses_the_affine(tmp_path):
     moved = sam2_med.io.load_volume(src).replace(affine=np.diag([3.0, 3.0, 3.0, 1.0]))
     out = save_mask(_labels(), tmp_path / "m.nii.gz", reference=moved)
     np.testing.assert_array_equal(nib.load(out).affine, moved.affine)
+
+
+def test_nifti2_reference_gets_a_nifti2_mask_with_identical_float64_geometry(tmp_path):
+    affine = np.array(
+        [[0.0, 0.0, 1.1, -12.123456789012], [-0.9, 0.0, 0.0, 33.000000001],
+         [0.0, 1.3, 0.0, 7.77777777777], [0, 0, 0, 1]]
+    )  # fmt: skip
+    src = tmp_path / "img.nii"
+    nib.Nifti2Image(np.zeros(SHAPE, np.int16), affine).to_filename(src)
+    ref = sam2_med.io.load_volume(src)
+    out = save_mask(_labels(), tmp_path / "m.nii.gz", reference=ref)
+    img = nib.load(out)
+    assert isinstance(img, nib.Nifti2Image)
+    np.testing.assert_array_equal(img.affine, ref.affine)
+    np.testing.assert_array_equal(img.header.get_sform(), nib.load(src).header.get_sform())

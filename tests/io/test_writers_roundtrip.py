@@ -174,3 +174,38 @@ def test_float64_affine_is_kept_to_float32_precision(tmp_path):
     out = save_mask(np.ones((4, 5, 6), np.uint8), tmp_path / "m.nii", reference=ref)
     got = nib.load(out).affine
     np.testing.assert_allclose(got, affine, rtol=2e-7, atol=2e-5)
+
+
+@pytest.mark.shared_data
+def test_mask_for_a_dicom_reference_lands_on_the_dicom_voxels(tmp_path, monai_transforms):
+    """DICOM series -> save_mask -> NIfTI: code 1 (scanner) and the same world placement.
+
+    labels.nii.gz of ct_siemens_j2k was made on the series grid (stored LAS); after bringing it
+    into the reader's axis order and writing it for the DICOM volume, both files must put every
+    label at the same world position (compared in RAS-canonical order).
+    """
+    from nibabel.orientations import axcodes2ornt, ornt_transform
+
+    case = shared_path("dicom", "ct_siemens_j2k")
+    ref = load_volume(case / "series")
+    lab_img = nib.load(case / "labels.nii.gz")
+    xform = ornt_transform(
+        axcodes2ornt(nib.aff2axcodes(lab_img.affine)), axcodes2ornt(ref.orientation)
+    )
+    labels = np.asarray(lab_img.as_reoriented(xform).dataobj)
+
+    out = save_mask(labels, tmp_path / "mask.nii.gz", reference=ref)
+
+    mask_img = nib.load(out)
+    assert (int(mask_img.header["qform_code"]), int(mask_img.header["sform_code"])) == (1, 1)
+    np.testing.assert_allclose(mask_img.affine, ref.affine, atol=1e-4)
+    canon_mask = nib.as_closest_canonical(mask_img)
+    canon_ref = nib.as_closest_canonical(lab_img)
+    np.testing.assert_allclose(canon_mask.affine, canon_ref.affine, atol=0.01)
+    _assert_labels_identical(np.asarray(canon_mask.dataobj), np.asarray(canon_ref.dataobj))
+
+    LoadImage = monai_transforms[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mt = LoadImage(image_only=True, ensure_channel_first=False)(str(out))
+    np.testing.assert_allclose(mt.affine.numpy(), ref.affine, atol=1e-4)
