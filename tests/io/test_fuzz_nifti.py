@@ -113,3 +113,18 @@ def test_gzip_helper_roundtrip_sanity(workdir):
     assert load_volume(workdir / "ok.nii.gz").shape == (5, 4, 3)
     (workdir / "ok.nrrd").write_bytes(_nrrd_bytes(workdir, True))
     assert load_volume(workdir / "ok.nrrd").shape == (5, 4, 3)
+
+
+@FUZZ
+@given(cut=cut_st, edits=edits_st, compress=st.booleans())
+def test_damaged_metaimage(workdir, cut, edits, compress):
+    image = sitk.GetImageFromArray(np.arange(60, dtype=np.float32).reshape(3, 4, 5))
+    base = workdir / f"base_{int(compress)}.mha"
+    if not base.exists():
+        sitk.WriteImage(image, str(base), useCompression=compress)
+    blob = base.read_bytes()
+    header_len = blob.find(b"ElementDataFile")
+    header_len = blob.find(b"\n", header_len) + 1 if header_len >= 0 else len(blob)
+    path = workdir / "x.mha"
+    path.write_bytes(_mutate(blob, cut, edits, header=header_len))
+    _check(path)
