@@ -154,11 +154,15 @@ def _spatial_and_index(
     return (dims[0], dims[1], dims[2]), int(index)
 
 
-def _make_volume(path: Path, array: np.ndarray, affine: np.ndarray, **kwargs) -> Volume:
+def _check_affine(path: Path, affine: np.ndarray) -> None:
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise CorruptFileError(
             "the header's voxel-to-world transform is not finite and invertible", path
         )
+
+
+def _make_volume(path: Path, array: np.ndarray, affine: np.ndarray, **kwargs) -> Volume:
+    _check_affine(path, affine)
     try:
         return Volume(array, affine, **kwargs)
     except ValueError as exc:  # defensive: Volume validates shape and affine again
@@ -314,6 +318,7 @@ def read_nifti(
     except read_errors as exc:
         raise CorruptFileError(f"damaged NIfTI geometry ({exc})", path) from exc
     raw_geometry["xyzt_units"] = np.array(hdr["xyzt_units"]).copy()
+    _check_affine(path, affine)
 
     descrip = (
         bytes(np.asarray(hdr["descrip"]).tobytes())
@@ -333,7 +338,7 @@ def read_nifti(
         format="nifti",
         paths=(str(path),),
         description=descrip or path.name,
-        source_orientation=geometry.axcodes(affine) if np.all(np.isfinite(affine)) else "",
+        source_orientation=geometry.axcodes(affine),
         nifti_qform=qform,
         nifti_qform_code=int(hdr["qform_code"]),
         nifti_sform=sform,
@@ -549,6 +554,7 @@ def read_itk(
     lps[:3, :3] = direction * spacing[np.newaxis, :]
     lps[:3, 3] = origin
     affine = geometry.lps_to_ras(lps)
+    _check_affine(path, affine)
     notes: tuple[str, ...] = ()
     if t is not None:
         notes = (f"volume {t} of a 4D image with {size[3]} volumes",)
@@ -556,7 +562,7 @@ def read_itk(
         format=_itk_format(path),
         paths=(str(path),),
         description=path.name,
-        source_orientation=geometry.axcodes(affine) if np.all(np.isfinite(affine)) else "",
+        source_orientation=geometry.axcodes(affine),
         notes=notes,
         extra={"itk_origin_lps": tuple(origin), "itk_spacing": tuple(spacing),
                "itk_direction_lps": tuple(direction.ravel()), "shape_on_disk": size, "index": t},

@@ -232,3 +232,18 @@ def test_qfac_zero_is_tolerated_and_noted(tmp_path):
     vol = read_nifti(path)
     np.testing.assert_allclose(vol.affine, AFFINE)
     assert any("qfac" in note for note in vol.provenance.notes)
+
+
+@pytest.mark.parametrize("bad", ["singular", "nan"])
+def test_singular_or_nan_sform_is_corrupt(tmp_path, bad):
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    if bad == "singular":
+        aff[:3, 2] = 0.0
+    else:
+        aff[0, 3] = np.nan
+    hdr = nib.Nifti1Header()
+    hdr.set_sform(aff, code=1)
+    path = tmp_path / "s.nii"
+    nib.Nifti1Image(np.zeros((3, 4, 5), np.int16), None, hdr).to_filename(path)
+    with pytest.raises(CorruptFileError, match="not finite and invertible"):
+        read_nifti(path)
