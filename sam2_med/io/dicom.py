@@ -277,6 +277,16 @@ def _as_inputs(path_or_list: Any) -> tuple[list[Path], Path]:
     return paths, label
 
 
+def _slim(ds: Dataset) -> Dataset:
+    """Drop private elements from a header kept in memory (vendor blobs such as Siemens CSA
+    headers are often the bulk of a header and are never used here)."""
+    try:
+        ds.remove_private_tags()
+    except Exception:
+        pass  # damaged private elements: keep them, the checks that matter come later
+    return ds
+
+
 def _scan(path_or_list: Any) -> tuple[list[_Header], list[str], Path]:
     """Read the headers of every DICOM file in the input.
 
@@ -301,9 +311,9 @@ def _scan(path_or_list: Any) -> tuple[list[_Header], list[str], Path]:
                 except UnsupportedFormatError:
                     skipped += 1
                     continue
-                headers.append(_Header(p, ds))
+                headers.append(_Header(p, _slim(ds)))
         else:
-            headers.append(_Header(top, files.read_dataset(top, header_only=True)))
+            headers.append(_Header(top, _slim(files.read_dataset(top, header_only=True))))
     if skipped:
         notes.append(f"skipped {skipped} non-DICOM file(s)")
     if not headers:
@@ -672,6 +682,48 @@ def _output_dtype(raw: np.ndarray, frames: list[_Frame], notes: list[str]) -> np
     return np.dtype(np.float32)
 
 
+def _pixels(
+    images: list[_Header], per_file: list[list[_Frame]], order: np.ndarray, notes: list[str]
+) -> np.ndarray:
+    """Decode every file once and apply the Modality LUT (PS3.3 C.11.1) slice by slice.
+
+    Returns ``(K, rows, cols)`` in slice order. Stored values are decoded straight into their
+    sorted place; the LUT output reuses that buffer when its dtype has the same item size, so
+    the peak is one volume of stored values plus one decoded file (plus the output volume only
+    when the output is wider, e.g. float32 from 16-bit stored values).
+    """
+    frames = [f for fs in per_file for f in fs]
+    position = np.empty(len(frames), dtype=np.intp)
+    position[order] = np.arange(len(frames))
+    rows, cols = frames[0].rows, frames[0].cols
+    raw: np.ndarray | None = None
+    at = 0
+    for h, fs in zip(images, per_file, strict=True):
+        part = _decode(h, fs)
+        if raw is None:
+            raw = np.empty((len(frames), rows, cols), dtype=part.dtype)
+        elif not np.can_cast(part.dtype, raw.dtype, casting="safe"):
+            raw = raw.astype(np.result_type(raw.dtype, part.dtype))
+        raw[position[at : at + len(fs)]] = part
+        at += len(fs)
+    assert raw is not None
+    sorted_frames = [frames[i] for i in order]
+    out_dtype = _output_dtype(raw, sorted_frames, notes)
+    identity = [f.slope == 1 and f.intercept == 0 and not f.has_lut for f in sorted_frames]
+    if out_dtype == raw.dtype and all(identity):
+        return raw
+    if out_dtype.itemsize == raw.dtype.itemsize:
+        out = raw.view(out_dtype)  # each slice is read into a temporary before it is overwritten
+    else:
+        out = np.empty(raw.shape, dtype=out_dtype)
+    ds_of = {h.path: h.ds for h in images}
+    for k, f in enumerate(sorted_frames):
+        if identity[k] and out_dtype == raw.dtype:
+            continue
+        out[k] = apply_modality_lut(raw[k], _lut_dataset(f, ds_of[f.path]))
+    return out
+
+
 # -- the reader --------------------------------------------------------------------------------
 def read_dicom(
     path_or_list: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
@@ -738,30 +790,7 @@ def _read(path_or_list: Any, series_uid: str | None) -> Volume:
         )
     order, step, _ = _order_frames(frames, label)
 
-    # Decode every file once, in file order, into one stack of stored values.
-    first = frames[0]
-    raw_parts: list[np.ndarray] = []
-    for h, fs in zip(images, per_file, strict=True):
-        raw_parts.append(_decode(h, fs))
-    dtypes = {p.dtype for p in raw_parts}
-    raw_dtype = np.result_type(*dtypes) if len(dtypes) > 1 else raw_parts[0].dtype
-    raw = np.empty((len(frames), first.rows, first.cols), dtype=raw_dtype)
-    at = 0
-    for part in raw_parts:
-        raw[at : at + part.shape[0]] = part
-        at += part.shape[0]
-    del raw_parts
-
-    out_dtype = _output_dtype(raw, frames, notes)
-    out = np.empty((len(frames), first.rows, first.cols), dtype=out_dtype)
-    ds_of = {h.path: h.ds for h in images}
-    for k, idx in enumerate(order):
-        f = frames[idx]
-        if out_dtype == raw.dtype and f.slope == 1 and f.intercept == 0 and not f.has_lut:
-            out[k] = raw[idx]
-        else:
-            out[k] = apply_modality_lut(raw[idx], _lut_dataset(f, ds_of[f.path]))
-    del raw
+    out = _pixels(images, per_file, order, notes)
     array = out.transpose(2, 1, 0)  # (slice, row, col) -> (i=col, j=row, k=slice)
 
     k0 = frames[order[0]]
