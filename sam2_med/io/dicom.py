@@ -280,10 +280,10 @@ def _as_inputs(path_or_list: Any) -> tuple[list[Path], Path]:
 def _slim(ds: Dataset) -> Dataset:
     """Drop private elements from a header kept in memory (vendor blobs such as Siemens CSA
     headers are often the bulk of a header and are never used here)."""
-    try:
-        ds.remove_private_tags()
-    except Exception:
-        pass  # damaged private elements: keep them, the checks that matter come later
+    # Top level only, without parsing the elements (Dataset.remove_private_tags would convert
+    # every raw element, nested ones included, and doubled the read time).
+    for tag in [t for t in ds.keys() if t.is_private]:
+        del ds[tag]
     return ds
 
 
