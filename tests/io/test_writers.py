@@ -250,3 +250,20 @@ def test_nifti2_reference_gets_a_nifti2_mask_with_identical_float64_geometry(tmp
     assert isinstance(img, nib.Nifti2Image)
     np.testing.assert_array_equal(img.affine, ref.affine)
     np.testing.assert_array_equal(img.header.get_sform(), nib.load(src).header.get_sform())
+
+
+def test_reference_without_transforms_keeps_codes_zero(tmp_path):
+    """qform_code = sform_code = 0 (pixdim only): each reader must see the mask as it sees the
+    image, so the codes are copied rather than 'upgraded' to a transform the image lacks."""
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(SHAPE)
+    hdr.set_zooms((1.5, 2.0, 2.5))
+    hdr.set_qform(None, code=0)
+    hdr.set_sform(None, code=0)
+    src = tmp_path / "img.nii"
+    nib.Nifti1Image(np.zeros(SHAPE, np.int16), None, hdr).to_filename(src)
+    ref = sam2_med.io.load_volume(src)
+    img = nib.load(save_mask(_labels(), tmp_path / "m.nii.gz", reference=ref))
+    assert (int(img.header["qform_code"]), int(img.header["sform_code"])) == (0, 0)
+    np.testing.assert_array_equal(img.affine, nib.load(src).affine)
+    np.testing.assert_array_equal(img.header["pixdim"][1:4], [1.5, 2.0, 2.5])
