@@ -782,6 +782,11 @@ def _read(path_or_list: Any, series_uid: str | None) -> Volume:
     per_file = [_frames_of(h) for h in images]
     frames = [f for fs in per_file for f in fs]
     _check_consistent(frames, label)
+    photometrics = {(_str(h.ds, "PhotometricInterpretation") or "").upper() for h in images}
+    if len(photometrics) > 1:
+        raise NotAVolumeError(
+            f"mixed PhotometricInterpretation {sorted(photometrics)} in one series", label
+        )
     frors = {_str(h.ds, "FrameOfReferenceUID") for h in images} - {None}
     if len(frors) > 1:
         raise GeometryError(

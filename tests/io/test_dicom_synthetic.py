@@ -328,3 +328,63 @@ def test_truncated_file_in_a_series_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(CorruptFileError) as info:
         load_volume(tmp_path / "s")
     assert str(info.value).startswith(str(paths[2]))
+
+
+def test_mixed_photometric_and_frame_of_reference_are_refused(tmp_path: Path) -> None:
+    paths = write_series(tmp_path / "m", iop=[1, 0, 0, 0, 1, 0])
+    ds = pydicom.dcmread(paths[1])
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.save_as(paths[1])
+    with pytest.raises(NotAVolumeError, match="mixed PhotometricInterpretation"):
+        load_volume(tmp_path / "m")
+    paths = write_series(tmp_path / "f", iop=[1, 0, 0, 0, 1, 0])
+    ds = pydicom.dcmread(paths[1])
+    ds.FrameOfReferenceUID = "1.2.3.4.5"
+    ds.save_as(paths[1])
+    with pytest.raises(GeometryError, match="FrameOfReferenceUID"):
+        load_volume(tmp_path / "f")
+
+
+def _item(**attrs) -> Dataset:
+    item = Dataset()
+    for key, value in attrs.items():
+        setattr(item, key, value)
+    return item
+
+
+def test_enhanced_multiframe_shared_and_per_frame_groups(tmp_path: Path) -> None:
+    """Orientation, spacing and rescale shared; positions per frame, stored out of order
+    (PS3.3 C.7.6.16): frames come back sorted, with their frame index in the provenance."""
+    base = make_slice(0, rows=6, cols=8, iop=[1, 0, 0, 0, 1, 0], slope=None)
+    for kw in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
+        delattr(base, kw)
+    enhanced_mr = "1.2.840.10008.5.1.4.1.1.4.1"
+    base.SOPClassUID = base.file_meta.MediaStorageSOPClassUID = enhanced_mr
+    base.Modality = "MR"
+    zs = [6.0, 0.0, 9.0, 3.0]  # frame f lies at z = zs[f]
+    base.NumberOfFrames = len(zs)
+    base.SharedFunctionalGroupsSequence = [
+        _item(
+            PlaneOrientationSequence=[_item(ImageOrientationPatient=[1, 0, 0, 0, 1, 0])],
+            PixelMeasuresSequence=[_item(PixelSpacing=[0.5, 0.25], SliceThickness=1.0)],
+            PixelValueTransformationSequence=[
+                _item(RescaleSlope=2.0, RescaleIntercept=1.0, RescaleType="US")
+            ],
+        )
+    ]
+    base.PerFrameFunctionalGroupsSequence = [
+        _item(PlanePositionSequence=[_item(ImagePositionPatient=[10.0, 20.0, z])]) for z in zs
+    ]
+    r, c = np.mgrid[0:6, 0:8]
+    base.PixelData = np.stack([voxel_value(f, r, c) for f in range(len(zs))]).tobytes()
+    path = tmp_path / "enhanced.dcm"
+    base.save_as(path, enforce_file_format=True)
+
+    vol = load_volume(path)
+    assert vol.shape == (8, 6, 4) and vol.modality == "MR"
+    assert [f.frame for f in vol.provenance.source_frames] == [1, 3, 0, 2]
+    np.testing.assert_allclose(vol.spacing, (0.25, 0.5, 3.0))
+    np.testing.assert_allclose(vol.lps_affine[:3, 3], (10.0, 20.0, 0.0))
+    # Slice k=1 is frame 3; value = 2 * stored + 1, an exact integer -> integer dtype.
+    assert np.issubdtype(vol.dtype, np.integer)
+    assert vol.array[5, 4, 1] == 2 * int(voxel_value(3, np.array(4), np.array(5))) + 1
