@@ -514,6 +514,8 @@ def _frames_of(h: _Header) -> list[_Frame]:
                 f"no {', '.join(missing)}{where}: the image cannot be placed in space", path
             )
         assert iop is not None and ipp is not None and ps is not None
+        if slope == 0:
+            raise CorruptFileError(f"RescaleSlope is 0{where}: every voxel would be equal", path)
         if np.any(ps <= 0):
             raise GeometryError(f"PixelSpacing {ps.tolist()} is not positive{where}", path)
         out.append(
@@ -638,6 +640,11 @@ def _decode(h: _Header, frames: list[_Frame]) -> np.ndarray:
             f"cannot decode pixel data ({type(exc).__name__}: {exc})", h.path
         ) from None
     arr = np.asarray(arr)
+    if arr.dtype.kind == "f":
+        raise UnsupportedImageError(
+            "floating-point pixel data (Float Pixel Data): sam2-med reads integer stored values",
+            h.path,
+        )
     rows, cols = frames[0].rows, frames[0].cols
     expected = (len(frames), rows, cols) if frames[0].frame is not None else (rows, cols)
     if arr.shape != expected or arr.dtype.kind not in "iub":

@@ -69,10 +69,12 @@ def _mutate(data: bytes, how: tuple) -> bytes:
     return data[:at]
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's notes on the damaged values
 @settings(
     max_examples=100,
     deadline=None,
     derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(

@@ -388,3 +388,9 @@ def test_enhanced_multiframe_shared_and_per_frame_groups(tmp_path: Path) -> None
     # Slice k=1 is frame 3; value = 2 * stored + 1, an exact integer -> integer dtype.
     assert np.issubdtype(vol.dtype, np.integer)
     assert vol.array[5, 4, 1] == 2 * int(voxel_value(3, np.array(4), np.array(5))) + 1
+
+
+def test_zero_rescale_slope_is_refused(tmp_path: Path) -> None:
+    write_series(tmp_path / "s", slope=0.0, intercept=5.0)
+    with pytest.raises(CorruptFileError, match="RescaleSlope is 0"):
+        load_volume(tmp_path / "s")
