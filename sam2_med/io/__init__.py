@@ -125,7 +125,7 @@ def load_volume(
     if isinstance(path, (list, tuple)):
         from .dicom import read_dicom
 
-        return read_dicom([Path(p) for p in path], series_uid=series_uid)
+        return read_dicom([Path(p) for p in path], series_uid=series_uid, index=index)
     p = Path(path)
     if not p.exists():
         raise VolumeReadError("no such file or folder", p)
@@ -141,7 +141,7 @@ def load_volume(
     if fmt == "dicom":
         from .dicom import read_dicom
 
-        return read_dicom(p, series_uid=series_uid)
+        return read_dicom(p, series_uid=series_uid, index=index)
     raise UnsupportedFormatError(
         "not a file type sam2-med reads (NIfTI .nii/.nii.gz, NRRD, MHA/MHD, DICOM)", p
     )

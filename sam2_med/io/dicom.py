@@ -155,6 +155,12 @@ class _Frame:
     intercept: float
     has_lut: bool
     window: WindowHint | None
+    #: Sort key among images at one position (temporal position, trigger time / echo, instance
+    #: or frame number): volume ``t`` of a 4D series is the ``t``-th image at every position.
+    order_key: tuple = ()
+    #: What tells images at one position apart (image/frame type, echo, temporal position);
+    #: every image of one selected volume must share it.
+    kind: tuple = ()
 
 
 # -- small readers of header values ------------------------------------------------------------
@@ -228,6 +234,24 @@ def _first_float(item: Dataset | None, keyword: str, path: Path) -> float | None
     if not np.isfinite(out):
         raise CorruptFileError(f"{keyword} is not finite", path)
     return out
+
+
+def _maybe_float(item: Dataset | None, keyword: str) -> float | None:
+    """A first value as float, or ``None`` when absent or unreadable (sorting hints only)."""
+    try:
+        return _first_float(item, keyword, Path())
+    except VolumeReadError:
+        return None
+
+
+def _strings(item: Dataset | None, keyword: str) -> tuple[str, ...]:
+    try:
+        value = item.get(keyword) if item is not None else None
+        if value is None:
+            return ()
+        return (str(value),) if isinstance(value, str) else tuple(str(v) for v in value)
+    except Exception:
+        return ()
 
 
 def _window(item: Dataset | None, path: Path) -> WindowHint | None:
@@ -465,6 +489,15 @@ def _frames_of(h: _Header) -> list[_Frame]:
         ps = _floats(ds, "PixelSpacing", 2, path)
         slope = _first_float(ds, "RescaleSlope", path)
         intercept = _first_float(ds, "RescaleIntercept", path)
+        temporal = _int(ds, "TemporalPositionIdentifier")
+        echo = _int(ds, "EchoNumbers")
+        trigger = _maybe_float(ds, "TriggerTime")
+        hints = [
+            (
+                (temporal or 0, trigger or 0.0, echo or 0, _int(ds, "InstanceNumber") or 0),
+                (_strings(ds, "ImageType"), echo, temporal),
+            )
+        ]
         planes = [(None, iop, ipp, ps, slope, intercept, _window(ds, path))]
     else:
         if n_frames is None or n_frames != len(per_frame):
@@ -474,8 +507,20 @@ def _frames_of(h: _Header) -> list[_Frame]:
                 path,
             )
         planes = []
+        hints = []
         for f, item in enumerate(per_frame):
             groups = (item, shared, ds)
+            content = _fg_item(groups, "FrameContentSequence")
+            temporal = _int(content, "TemporalPositionIndex") if content is not None else None
+            echo = _maybe_float(_fg_item(groups, "MREchoSequence"), "EffectiveEchoTime")
+            frame_type = ()
+            for kw in (
+                "MRImageFrameTypeSequence",
+                "CTImageFrameTypeSequence",
+                "PETFrameTypeSequence",
+            ):
+                frame_type = frame_type or _strings(_fg_item(groups, kw), "FrameType")
+            hints.append(((temporal or 0, echo or 0.0, 0, f), (frame_type, echo, temporal)))
             pos = _fg_item(groups, "PlanePositionSequence")
             ori = _fg_item(groups, "PlaneOrientationSequence")
             meas = _fg_item(groups, "PixelMeasuresSequence")
@@ -498,7 +543,9 @@ def _frames_of(h: _Header) -> list[_Frame]:
             )
 
     out = []
-    for f, iop, ipp, ps, slope, intercept, window in planes:
+    for (f, iop, ipp, ps, slope, intercept, window), (order_key, kind) in zip(
+        planes, hints, strict=True
+    ):
         where = "" if f is None else f" (frame {f})"
         missing = [
             name
@@ -532,6 +579,8 @@ def _frames_of(h: _Header) -> list[_Frame]:
                 intercept=0.0 if intercept is None else intercept,
                 has_lut=has_lut,
                 window=window,
+                order_key=order_key,
+                kind=kind,
             )
         )
     return out
@@ -568,8 +617,28 @@ def _check_consistent(frames: list[_Frame], label: Path) -> None:
             )
 
 
-def _order_frames(frames: list[_Frame], label: Path) -> tuple[np.ndarray, float, np.ndarray]:
-    """Sort planes along the normal, refuse anything irregular; returns (order, step, normal)."""
+def _describe_kind(kind: tuple) -> str:
+    image_type, echo, temporal = kind
+    parts = []
+    if image_type:
+        parts.append("type " + "\\".join(image_type))
+    if echo is not None:
+        parts.append(f"echo {echo:g}")
+    if temporal is not None:
+        parts.append(f"temporal position {temporal}")
+    return ", ".join(parts) or "no distinguishing attribute"
+
+
+def _stack(
+    frames: list[_Frame], index: int | None, label: Path, notes: list[str]
+) -> tuple[list[_Frame], float]:
+    """Pick the planes of one volume and sort them along the normal; refuse anything irregular.
+
+    Returns the planes in slice order and the slice step (mm). Several images at each position
+    (4D: time points, echoes, magnitude/phase) need ``index``: volume ``t`` is the ``t``-th image
+    at every position in the order of :attr:`_Frame.order_key`, and all of them must share one
+    :attr:`_Frame.kind`, else the series is refused rather than mixed.
+    """
     if len(frames) < 2:
         raise NotAVolumeError(
             "a single image is not a volume: at least 2 slices are needed (the slice step is "
@@ -580,11 +649,10 @@ def _order_frames(frames: list[_Frame], label: Path) -> tuple[np.ndarray, float,
         normal = geo.slice_normal(frames[0].iop)
     except ValueError as exc:
         raise GeometryError(str(exc), frames[0].path) from None
-    positions = np.stack([f.ipp for f in frames])
-    d = positions @ normal
+    d = np.stack([f.ipp for f in frames]) @ normal
     # Planes at the same place along the normal: repeated acquisitions, 4D, echoes, image types.
-    d_sorted = np.sort(d)
-    gaps = np.diff(d_sorted)
+    by_d = np.argsort(d, kind="stable")
+    gaps = np.diff(d[by_d])
     distinct = gaps[gaps > geo.POSITION_ATOL_MM]
     scale = float(np.median(distinct)) if distinct.size else 0.0
     same = gaps <= 0.5 * geo.position_tolerance(scale)
@@ -596,28 +664,55 @@ def _order_frames(frames: list[_Frame], label: Path) -> tuple[np.ndarray, float,
                 "slice normal (repeated acquisitions of one slice?)",
                 label,
             )
-        counts = np.diff(np.flatnonzero(np.concatenate([[True], ~same, [True]])))
-        if np.all(counts == counts[0]):
-            raise UnsupportedImageError(
-                f"{counts[0]} images at each of {n_positions} slice positions: a 4D series "
-                "(time points, echoes, or several image types such as magnitude/phase); "
-                "sam2-med loads 3D volumes only: split the series first",
+        starts = np.flatnonzero(np.concatenate([[True], ~same]))
+        counts = np.diff(np.append(starts, len(frames)))
+        if not np.all(counts == counts[0]):
+            raise NotAVolumeError(
+                f"not a volume: {len(frames)} images at only {n_positions} distinct slice "
+                f"positions, with up to {int(counts.max())} images at one position "
+                "(repeated or overlapping acquisitions)",
                 label,
             )
-        raise NotAVolumeError(
-            f"not a volume: {len(frames)} images at only {n_positions} distinct slice "
-            f"positions, with up to {int(counts.max())} images at one position "
-            "(repeated or overlapping acquisitions)",
-            label,
-        )
-    order, step, problems = geo.stack_problems(positions, normal)
+        m = int(counts[0])
+        clusters = [
+            sorted((frames[i] for i in by_d[a : a + m]), key=lambda f: f.order_key) for a in starts
+        ]
+        kinds = [_describe_kind(c.kind) for c in clusters[0]]
+        if index is None:
+            listing = "; ".join(f"{t}: {k}" for t, k in enumerate(kinds))
+            raise UnsupportedImageError(
+                f"{m} images at each of {n_positions} slice positions: a 4D series (time "
+                "points, echoes, or several image types such as magnitude/phase); pass "
+                f"index=0..{m - 1} to load one volume ({listing})",
+                label,
+            )
+        if (
+            isinstance(index, bool)
+            or not isinstance(index, (int, np.integer))
+            or not 0 <= index < m
+        ):
+            raise VolumeReadError(
+                f"index={index!r} is out of range for a 4D series of {m} volumes (0..{m - 1})",
+                label,
+            )
+        frames = [c[int(index)] for c in clusters]
+        if len({f.kind for f in frames}) > 1:
+            raise UnsupportedImageError(
+                f"the {m} images at each position cannot be matched into volumes consistently "
+                f"(volume {index} would mix {sorted({_describe_kind(f.kind) for f in frames})})",
+                label,
+            )
+        notes.append(f"4D series: loaded volume {index} of {m} ({kinds[int(index)]})")
+    elif index not in (None, 0):
+        raise VolumeReadError(f"index={index!r} given but the series is 3D", label)
+    order, step, problems = geo.stack_problems(np.stack([f.ipp for f in frames]), normal)
     if problems:
         raise GeometryError("; ".join(problems), label)
-    return order, step, normal
+    return [frames[i] for i in order], step
 
 
 # -- pixels ------------------------------------------------------------------------------------
-def _decode(h: _Header, frames: list[_Frame]) -> np.ndarray:
+def _decode(h: _Header, rows: int, cols: int) -> np.ndarray:
     """Stored values of a file: ``(n_frames, rows, cols)``."""
     ds = files.read_dataset(h.path, header_only=False)
     try:
@@ -645,8 +740,8 @@ def _decode(h: _Header, frames: list[_Frame]) -> np.ndarray:
             "floating-point pixel data (Float Pixel Data): sam2-med reads integer stored values",
             h.path,
         )
-    rows, cols = frames[0].rows, frames[0].cols
-    expected = (len(frames), rows, cols) if frames[0].frame is not None else (rows, cols)
+    multi = h.ds.get("PerFrameFunctionalGroupsSequence") is not None
+    expected = (_int(h.ds, "NumberOfFrames") or 1, rows, cols) if multi else (rows, cols)
     if arr.shape != expected or arr.dtype.kind not in "iub":
         raise CorruptFileError(
             f"decoded pixel data has shape {arr.shape} {arr.dtype}, expected {expected} integers",
@@ -690,7 +785,7 @@ def _output_dtype(raw: np.ndarray, frames: list[_Frame], notes: list[str]) -> np
 
 
 def _pixels(
-    images: list[_Header], per_file: list[list[_Frame]], order: np.ndarray, notes: list[str]
+    sorted_frames: list[_Frame], ds_of: dict[Path, _Header], notes: list[str]
 ) -> np.ndarray:
     """Decode every file once and apply the Modality LUT (PS3.3 C.11.1) slice by slice.
 
@@ -699,22 +794,21 @@ def _pixels(
     the peak is one volume of stored values plus one decoded file (plus the output volume only
     when the output is wider, e.g. float32 from 16-bit stored values).
     """
-    frames = [f for fs in per_file for f in fs]
-    position = np.empty(len(frames), dtype=np.intp)
-    position[order] = np.arange(len(frames))
-    rows, cols = frames[0].rows, frames[0].cols
+    rows, cols = sorted_frames[0].rows, sorted_frames[0].cols
+    by_file: dict[Path, list[tuple[int, _Frame]]] = {}
+    for k, f in enumerate(sorted_frames):
+        by_file.setdefault(f.path, []).append((k, f))
     raw: np.ndarray | None = None
-    at = 0
-    for h, fs in zip(images, per_file, strict=True):
-        part = _decode(h, fs)
+    for path, items in by_file.items():
+        part = _decode(ds_of[path], rows, cols)
         if raw is None:
-            raw = np.empty((len(frames), rows, cols), dtype=part.dtype)
+            raw = np.empty((len(sorted_frames), rows, cols), dtype=part.dtype)
         elif not np.can_cast(part.dtype, raw.dtype, casting="safe"):
             raw = raw.astype(np.result_type(raw.dtype, part.dtype))
-        raw[position[at : at + len(fs)]] = part
-        at += len(fs)
+        for k, f in items:
+            raw[k] = part[f.frame or 0]
+        del part
     assert raw is not None
-    sorted_frames = [frames[i] for i in order]
     out_dtype = _output_dtype(raw, sorted_frames, notes)
     identity = [f.slope == 1 and f.intercept == 0 and not f.has_lut for f in sorted_frames]
     if out_dtype == raw.dtype and all(identity):
@@ -723,11 +817,10 @@ def _pixels(
         out = raw.view(out_dtype)  # each slice is read into a temporary before it is overwritten
     else:
         out = np.empty(raw.shape, dtype=out_dtype)
-    ds_of = {h.path: h.ds for h in images}
     for k, f in enumerate(sorted_frames):
         if identity[k] and out_dtype == raw.dtype:
             continue
-        out[k] = apply_modality_lut(raw[k], _lut_dataset(f, ds_of[f.path]))
+        out[k] = apply_modality_lut(raw[k], _lut_dataset(f, ds_of[f.path].ds))
     return out
 
 
@@ -736,6 +829,7 @@ def read_dicom(
     path_or_list: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
     series_uid: str | None = None,
+    index: int | None = None,
 ) -> Volume:
     """Read one DICOM image series as a :class:`~sam2_med.volume.Volume`.
 
@@ -747,6 +841,10 @@ def read_dicom(
         decompressed in memory.
     series_uid : str, optional
         The Series Instance UID to load when the input holds several image series.
+    index : int, optional
+        Which volume of a 4D series (several images at every slice position: time points,
+        echoes, magnitude/phase) to load, ``0..m-1`` in temporal-position / echo / instance
+        order; required for such series, and only ``None`` or ``0`` for a 3D one.
 
     Returns
     -------
@@ -765,7 +863,7 @@ def read_dicom(
         exception escapes for bad input.
     """
     try:
-        return _read(path_or_list, series_uid)
+        return _read(path_or_list, series_uid, index)
     except VolumeReadError:
         raise
     except MemoryError:
@@ -777,7 +875,7 @@ def read_dicom(
         ) from exc
 
 
-def _read(path_or_list: Any, series_uid: str | None) -> Volume:
+def _read(path_or_list: Any, series_uid: str | None, index: int | None) -> Volume:
     headers, notes, label = _scan(path_or_list)
     uid, chosen = _choose_series(_group(headers), series_uid, label, notes)
     images = [h for h in chosen if _is_image(h.ds)]
@@ -786,8 +884,7 @@ def _read(path_or_list: Any, series_uid: str | None) -> Volume:
     if len(images) == 1:
         label = images[0].path
 
-    per_file = [_frames_of(h) for h in images]
-    frames = [f for fs in per_file for f in fs]
+    frames = [f for h in images for f in _frames_of(h)]
     _check_consistent(frames, label)
     photometrics = {(_str(h.ds, "PhotometricInterpretation") or "").upper() for h in images}
     if len(photometrics) > 1:
@@ -800,12 +897,14 @@ def _read(path_or_list: Any, series_uid: str | None) -> Volume:
             f"{len(frors)} different FrameOfReferenceUIDs in one series: not one coordinate system",
             label,
         )
-    order, step, _ = _order_frames(frames, label)
+    sorted_frames, step = _stack(frames, index, label, notes)
+    used = {f.path for f in sorted_frames}
+    images = [h for h in images if h.path in used]
 
-    out = _pixels(images, per_file, order, notes)
+    out = _pixels(sorted_frames, {h.path: h for h in images}, notes)
     array = out.transpose(2, 1, 0)  # (slice, row, col) -> (i=col, j=row, k=slice)
 
-    k0 = frames[order[0]]
+    k0 = sorted_frames[0]
     lps = geo.lps_affine(k0.iop, k0.ipp, k0.pixel_spacing, step)
     affine = geometry.lps_to_ras(lps)
 
@@ -822,12 +921,8 @@ def _read(path_or_list: Any, series_uid: str | None) -> Volume:
     ):
         notes.append("enhanced multi-frame: geometry and rescale from functional groups (C.7.6.16)")
     source_frames = tuple(
-        SourceFrame(
-            path=str(frames[i].path),
-            sop_instance_uid=frames[i].sop_instance_uid,
-            frame=frames[i].frame,
-        )
-        for i in order
+        SourceFrame(path=str(f.path), sop_instance_uid=f.sop_instance_uid, frame=f.frame)
+        for f in sorted_frames
     )
     tsyntaxes = sorted(
         {str(getattr(getattr(h.ds, "file_meta", None), "TransferSyntaxUID", "")) for h in images}
@@ -848,8 +943,8 @@ def _read(path_or_list: Any, series_uid: str | None) -> Volume:
             "transfer_syntaxes": tsyntaxes,
             "series_number": _int(ds0, "SeriesNumber"),
             "photometric_interpretation": photometric or None,
-            "rescale_slopes": sorted({f.slope for f in frames}),
-            "rescale_intercepts": sorted({f.intercept for f in frames}),
+            "rescale_slopes": sorted({f.slope for f in sorted_frames}),
+            "rescale_intercepts": sorted({f.intercept for f in sorted_frames}),
         },
     )
     return Volume(

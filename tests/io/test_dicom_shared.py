@@ -172,8 +172,13 @@ REFUSED_CASES = [
     # A single slice: the third voxel size would have to come from SliceThickness; refused
     # (dicom2nifti's reference for it does exactly that guess).
     (f"{MV}/ge/anatomical/001_single_slice", NotAVolumeError, ["single image", "2 slices"]),
-    # Magnitude and phase images interleaved at the same 4 positions.
-    (f"{MV}/philips/anatomical/002", UnsupportedImageError, ["4D", "2 images at each of 4"]),
+    # Magnitude and phase images interleaved at the same 4 positions (no reference: dicom2nifti
+    # refuses it too); loadable one at a time with index= (test_philips_magnitude_phase_index).
+    (
+        f"{MV}/philips/anatomical/002",
+        UnsupportedImageError,
+        ["4D", "2 images at each of 4", "index=0..1"],
+    ),
 ]
 
 
@@ -262,3 +267,21 @@ def test_inputs_are_not_modified(tmp_path: Path) -> None:
     before = {p.name: p.read_bytes() for p in copy.iterdir()}
     load_volume(copy)
     assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+
+
+def test_philips_magnitude_phase_index() -> None:
+    folder = shared_path("dicom", MV, "philips", "anatomical", "002")
+    magnitude = load_volume(folder, index=0)
+    phase = load_volume(folder, index=1)
+    assert magnitude.shape == phase.shape == (768, 768, 4)
+    np.testing.assert_allclose(magnitude.affine, phase.affine)
+    assert "SW_M" in magnitude.provenance.notes[0] and "SW_P" in phase.provenance.notes[0]
+    assert {Path(f.path).name for f in magnitude.provenance.source_frames} == {
+        "001.dcm",
+        "002.dcm",
+        "003.dcm",
+        "004.dcm",
+    }
+    assert magnitude.provenance.extra["rescale_slopes"] != phase.provenance.extra["rescale_slopes"]
+    with pytest.raises(VolumeReadError, match="out of range"):
+        load_volume(folder, index=2)

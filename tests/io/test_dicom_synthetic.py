@@ -394,3 +394,46 @@ def test_zero_rescale_slope_is_refused(tmp_path: Path) -> None:
     write_series(tmp_path / "s", slope=0.0, intercept=5.0)
     with pytest.raises(CorruptFileError, match="RescaleSlope is 0"):
         load_volume(tmp_path / "s")
+
+
+def test_4d_series_needs_an_index(tmp_path: Path) -> None:
+    """Three time points at four positions: index picks one; files shuffled on disk."""
+    folder = tmp_path / "t"
+    folder.mkdir()
+    iop = [1, 0, 0, 0, 1, 0]
+    names = [f"IM{n:02d}.dcm" for n in range(12)]
+    random.Random(5).shuffle(names)
+    for n, name in enumerate(names):
+        t, z = divmod(n, 4)
+        ds = make_slice(10 * t + z, iop=iop, ipp=(0.0, 0.0, 3.0 * z))
+        ds.TemporalPositionIdentifier = t + 1
+        ds.InstanceNumber = 100 - n  # deliberately not in time order
+        ds.save_as(folder / name, enforce_file_format=True)
+    with pytest.raises(UnsupportedImageError, match=r"3 images at each of 4 .*index=0\.\.2"):
+        load_volume(folder)
+    for t in range(3):
+        vol = load_volume(folder, index=t)
+        assert vol.shape == (8, 6, 4)
+        assert vol.array[0, 0, 2] == voxel_value(10 * t + 2, np.array(0), np.array(0)) - 1024
+        assert f"volume {t} of 3" in vol.provenance.notes[0]
+    with pytest.raises(VolumeReadError, match="out of range"):
+        load_volume(folder, index=3)
+    write_series(tmp_path / "s")
+    with pytest.raises(VolumeReadError, match="3D"):
+        load_volume(tmp_path / "s", index=1)
+    assert load_volume(tmp_path / "s", index=0).shape == (8, 6, 5)
+
+
+def test_4d_volumes_that_would_mix_kinds_are_refused(tmp_path: Path) -> None:
+    """Images at each position that do not sort into homogeneous volumes: refused, not mixed."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for z in range(3):
+        for n, image_type in enumerate(("M", "P")):
+            ds = make_slice(z, iop=[1, 0, 0, 0, 1, 0], ipp=(0.0, 0.0, 2.0 * z))
+            ds.ImageType = ["ORIGINAL", "PRIMARY", image_type]
+            # Instance numbers put the phase image first at the middle position only.
+            ds.InstanceNumber = 10 * z + (1 - n if z == 1 else n)
+            ds.save_as(folder / f"{z}{image_type}.dcm", enforce_file_format=True)
+    with pytest.raises(UnsupportedImageError, match="cannot be matched"):
+        load_volume(folder, index=0)
