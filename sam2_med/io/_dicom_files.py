@@ -13,7 +13,6 @@ import gzip
 import io
 import warnings
 import zlib
-from collections.abc import Iterable
 from pathlib import Path
 
 import pydicom
@@ -161,14 +160,3 @@ def read_dataset(path: Path, *, header_only: bool) -> Dataset:
             f"truncated or damaged DICOM file ({type(exc).__name__}: {exc})", path
         ) from None
     return ds
-
-
-def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
-    """Flatten a list of files and folders into files (folders searched recursively)."""
-    out: list[Path] = []
-    for p in inputs:
-        if p.is_dir():
-            out.extend(candidate_files(p)[0])
-        else:
-            out.append(p)
-    return out

@@ -36,8 +36,9 @@ Refused inputs (never guessed)
 ------------------------------
 gantry tilt, missing slices or uneven spacing, inconsistent orientation / size / pixel spacing /
 frame of reference within a series, a single slice, several images at one position (repeated
-acquisitions, 4D time series, multiple echoes or image types), colour images, files that are not
-DICOM or are truncated. Every failure is a :class:`~sam2_med.io.errors.VolumeReadError`
+acquisitions; 4D time series, multiple echoes or image types unless ``index`` picks one volume
+and that volume is homogeneous), colour and floating-point images, a zero rescale slope, files
+that are not DICOM or are truncated, decoder failures. Every failure is a :class:`~sam2_med.io.errors.VolumeReadError`
 subclass whose message starts with the offending file or folder.
 """
 
@@ -473,9 +474,9 @@ def _frames_of(h: _Header) -> list[_Frame]:
     try:
         per_frame = ds.get("PerFrameFunctionalGroupsSequence")
         shared_seq = ds.get("SharedFunctionalGroupsSequence")
+        shared = shared_seq[0] if shared_seq else None
     except Exception:
         raise CorruptFileError("unreadable functional groups", path) from None
-    shared = shared_seq[0] if shared_seq else None
 
     if per_frame is None:
         if n_frames is not None and n_frames > 1:
