@@ -29,6 +29,9 @@ SKIPPED_SUFFIXES = (
     ".jpeg", ".nrrd", ".mha", ".mhd", ".py", ".zip", ".bval", ".bvec",
 )  # fmt: skip
 
+#: Names that promise DICOM: in a folder, such a file that cannot be read is an error.
+DICOM_SUFFIXES = (".dcm", ".dcm.gz", ".dicom", ".dicom.gz", ".ima", ".ima.gz")
+
 _GZIP_MAGIC = b"\x1f\x8b"
 
 

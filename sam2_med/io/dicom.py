@@ -328,12 +328,17 @@ def _scan(path_or_list: Any) -> tuple[list[_Header], list[str], Path]:
             candidates, by_name = files.candidate_files(top)
             skipped += by_name
             for p in candidates:
-                if not files.sniff(p):
+                # A file named like DICOM must be DICOM: a damaged slice is an error, never a
+                # silently shorter series. Other names are skipped when they are not DICOM.
+                named_dicom = p.name.lower().endswith(files.DICOM_SUFFIXES)
+                if not named_dicom and not files.sniff(p):
                     skipped += 1
                     continue
                 try:
                     ds = files.read_dataset(p, header_only=True)
                 except UnsupportedFormatError:
+                    if named_dicom:
+                        raise
                     skipped += 1
                     continue
                 headers.append(_Header(p, _slim(ds)))

@@ -437,3 +437,17 @@ def test_4d_volumes_that_would_mix_kinds_are_refused(tmp_path: Path) -> None:
             ds.save_as(folder / f"{z}{image_type}.dcm", enforce_file_format=True)
     with pytest.raises(UnsupportedImageError, match="cannot be matched"):
         load_volume(folder, index=0)
+
+
+def test_damaged_dicom_named_file_in_a_folder_is_an_error(tmp_path: Path) -> None:
+    """A .dcm.gz whose gzip header is damaged is not skipped as 'not DICOM' (the series would
+    silently lose its end slice); an unnamed non-DICOM file beside the series is skipped."""
+    paths = write_series(tmp_path / "s", gz=True, shuffle_seed=None)
+    paths[-1].write_bytes(b"\x1f\x8b\x08" + b"\x00" * 5)
+    (tmp_path / "s" / "README").write_text("acquisition notes")
+    with pytest.raises(CorruptFileError) as info:
+        load_volume(tmp_path / "s")
+    assert str(info.value).startswith(str(paths[-1]))
+    paths[-1].unlink()
+    vol = load_volume(tmp_path / "s")
+    assert vol.shape[2] == 4 and any("skipped 1 non-DICOM" in n for n in vol.provenance.notes)
