@@ -323,6 +323,7 @@ def _scan(path_or_list: Any) -> tuple[list[_Header], list[str], Path]:
     notes: list[str] = []
     headers: list[_Header] = []
     skipped = 0
+    sniffed_out: list[str] = []  # skipped by content, not by name: worth naming in the note
     for top in inputs:
         if top.is_dir():
             candidates, by_name = files.candidate_files(top)
@@ -333,6 +334,7 @@ def _scan(path_or_list: Any) -> tuple[list[_Header], list[str], Path]:
                 named_dicom = p.name.lower().endswith(files.DICOM_SUFFIXES)
                 if not named_dicom and not files.sniff(p):
                     skipped += 1
+                    sniffed_out.append(p.name)
                     continue
                 try:
                     ds = files.read_dataset(p, header_only=True)
@@ -340,12 +342,16 @@ def _scan(path_or_list: Any) -> tuple[list[_Header], list[str], Path]:
                     if named_dicom:
                         raise
                     skipped += 1
+                    sniffed_out.append(p.name)
                     continue
                 headers.append(_Header(p, _slim(ds)))
         else:
             headers.append(_Header(top, _slim(files.read_dataset(top, header_only=True))))
     if skipped:
-        notes.append(f"skipped {skipped} non-DICOM file(s)")
+        named = f" (unrecognised content: {', '.join(sniffed_out[:5])}" + (
+            ", ...)" if len(sniffed_out) > 5 else ")"
+        )
+        notes.append(f"skipped {skipped} non-DICOM file(s)" + (named if sniffed_out else ""))
     if not headers:
         raise UnsupportedFormatError("no DICOM files found", label)
     return headers, notes, label
