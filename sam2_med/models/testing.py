@@ -27,17 +27,20 @@ TINY_ARCH: dict[str, Any] = {
     "global_att_blocks": [3],
     "window_spec": [8, 4, 14, 7],
     "window_pos_embed_bkg_spatial_size": [7, 7],
-    # shared width of the FPN neck, prompt encoder, mask decoder and memory attention
+    # shared width of the FPN neck, prompt encoder, mask decoder and memory attention; 128 is the
+    # smallest the transformers port runs (it must exceed the 64 memory channels)
     "d_model": 128,
     "mem_dim": 64,
-    "mask_decoder_mlp_dim": 32,
+    "mask_decoder_mlp_dim": 16,
     "mask_decoder_heads": 4,
-    "iou_head_hidden_dim": 16,
-    "memory_attention_layers": 2,
-    "memory_attention_ffn_dim": 32,
+    "mask_decoder_attention_downsample_rate": 4,
+    "iou_head_hidden_dim": 8,
+    "memory_attention_layers": 1,
+    "memory_attention_downsample_rate": 2,
+    "memory_attention_ffn_dim": 16,
     "mask_downsampler_stride": 4,
     "memory_fuser_layers": 1,
-    "memory_fuser_intermediate_dim": 32,
+    "memory_fuser_intermediate_dim": 16,
     "num_maskmem": 7,
     # SAM 2.1 behaviour switches
     "no_obj_embed_spatial": True,
@@ -59,8 +62,10 @@ _DEFAULT_ARCH: dict[str, Any] = {
     "mem_dim": 64,
     "mask_decoder_mlp_dim": 2048,
     "mask_decoder_heads": 8,
+    "mask_decoder_attention_downsample_rate": 2,
     "iou_head_hidden_dim": 256,
     "memory_attention_layers": 4,
+    "memory_attention_downsample_rate": 1,
     "memory_attention_ffn_dim": 2048,
     "mask_downsampler_stride": 2,
     "memory_fuser_layers": 2,
@@ -85,7 +90,9 @@ def arch_to_config(arch: dict[str, Any]) -> Sam2VideoConfig:
         ``window_spec``, ``window_pos_embed_bkg_spatial_size``, ``d_model`` (width of neck,
         prompt encoder, mask decoder and memory attention; a multiple of ``mem_dim`` above it),
         ``mem_dim`` (memory channels; the transformers port requires 64), ``mask_decoder_mlp_dim``, ``mask_decoder_heads``,
-        ``iou_head_hidden_dim``, ``memory_attention_layers``, ``memory_attention_ffn_dim``,
+        ``mask_decoder_attention_downsample_rate``,
+        ``iou_head_hidden_dim``, ``memory_attention_layers``, ``memory_attention_downsample_rate``,
+        ``memory_attention_ffn_dim``,
         ``mask_downsampler_stride`` (2 or 4; total stride is 16), ``memory_fuser_layers``,
         ``memory_fuser_intermediate_dim``, ``num_maskmem``, ``no_obj_embed_spatial``,
         ``proj_tpos_enc_in_obj_ptrs``, ``multimask_output_for_tracking``.
@@ -146,6 +153,7 @@ def arch_to_config(arch: dict[str, Any]) -> Sam2VideoConfig:
             "hidden_size": d,
             "mlp_dim": a["mask_decoder_mlp_dim"],
             "num_attention_heads": a["mask_decoder_heads"],
+            "attention_downsample_rate": a["mask_decoder_attention_downsample_rate"],
             "iou_head_hidden_dim": a["iou_head_hidden_dim"],
         },
         image_size=size,
@@ -155,6 +163,7 @@ def arch_to_config(arch: dict[str, Any]) -> Sam2VideoConfig:
         multimask_output_for_tracking=bool(a["multimask_output_for_tracking"]),
         memory_attention_hidden_size=d,
         memory_attention_num_layers=a["memory_attention_layers"],
+        memory_attention_downsample_rate=a["memory_attention_downsample_rate"],
         memory_attention_feed_forward_hidden_size=a["memory_attention_ffn_dim"],
         memory_attention_rope_feat_sizes=[size // 16, size // 16],
         memory_encoder_hidden_size=d,
@@ -182,8 +191,9 @@ def tiny_config(image_size: int = 128, **overrides: Any) -> Sam2VideoConfig:
     Returns
     -------
     transformers.Sam2VideoConfig
-        Four Hiera stages of 1-1-2-1 blocks (widths 4-8-16-32), ``d_model`` 128, two
-        memory-attention layers, seven memory slots, SAM 2.1 switches (about 0.8 M parameters).
+        Four Hiera stages of 1-1-2-1 blocks (widths 4-8-16-32), ``d_model`` 128, one
+        memory-attention layer, seven memory slots, SAM 2.1 switches (about 0.7 M parameters).
+        The parity fixture in ``tests/fixtures/parity`` uses this architecture.
     """
     return arch_to_config({**TINY_ARCH, **overrides, "image_size": image_size})
 
