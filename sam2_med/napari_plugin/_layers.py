@@ -1,0 +1,252 @@
+"""How a :class:`~sam2_med.Volume` becomes napari layer data, and back.
+
+Conventions
+-----------
+* napari's world axes are **RAS+ millimetres in the order (x, y, z)**: world axis 0 points to
+  the patient's Right, 1 to Anterior, 2 to Superior, so a Points layer with no transform holds
+  RAS coordinates directly.
+* napari slices a layer *in data space* along the data axis that has the slider's index, so the
+  layer's data axes must line up with the world axes one to one. A volume stored as, say, PSR
+  (sagittal DICOM) would otherwise give napari a singular 2D sub-transform. The layer therefore
+  holds a **transposed view** of the volume array, ``array.transpose(axes)``, where data axis
+  ``d`` is the volume voxel axis ``axes[d]`` that runs closest to world axis ``d``; the layer
+  affine is the volume affine with its columns permuted the same way. No voxel is copied,
+  flipped or resampled, and ``layer.data_to_world(ijk[axes]) == volume.affine @ ijk``.
+* Everything that crosses into the core (prompts, masks, exports) is in the volume's own voxel
+  order ``(i, j, k)``; :func:`voxel_to_data` and :func:`data_to_voxel` convert indices.
+
+Nothing here imports napari; the functions are small and pure so they are tested without a GUI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from nibabel.orientations import io_orientation
+
+from ..volume import Volume
+
+#: Key under which sam2-med stores its :class:`LayerGeometry` in ``layer.metadata``.
+METADATA_KEY = "sam2_med"
+
+#: Labels for napari's world axes (RAS+ mm).
+WORLD_AXIS_LABELS = ("x (R) mm", "y (A) mm", "z (S) mm")
+
+
+def display_axes(affine: np.ndarray) -> tuple[int, int, int]:
+    """Volume voxel axes in the order that lines them up with RAS world axes x, y, z.
+
+    Parameters
+    ----------
+    affine : (4, 4) array_like
+        Voxel -> RAS mm.
+
+    Returns
+    -------
+    tuple of int
+        ``axes[d]`` is the voxel axis whose direction is closest to world axis ``d``.
+
+    Examples
+    --------
+    >>> display_axes(np.diag([1.0, 1.0, 1.0, 1.0]))
+    (0, 1, 2)
+    >>> display_axes(np.array([[0, 0, -1, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1.0]]))
+    (2, 0, 1)
+    """
+    ornt = io_orientation(np.asarray(affine, dtype=np.float64))
+    world_of_voxel = ornt[:, 0].astype(int)
+    return tuple(int(a) for a in np.argsort(world_of_voxel))  # type: ignore[return-value]
+
+
+def layer_affine(affine: np.ndarray, axes: tuple[int, int, int]) -> np.ndarray:
+    """The napari layer affine for data ``array.transpose(axes)``: columns permuted.
+
+    Parameters
+    ----------
+    affine : (4, 4) array_like
+        Volume voxel -> RAS mm.
+    axes : tuple of int
+        From :func:`display_axes`.
+
+    Returns
+    -------
+    (4, 4) float64 ndarray
+        Layer data index -> RAS mm (world axes x, y, z).
+    """
+    a = np.asarray(affine, dtype=np.float64)
+    return a[:, [*axes, 3]].copy()
+
+
+def voxel_to_data(ijk: np.ndarray, axes: tuple[int, int, int]) -> np.ndarray:
+    """Volume voxel indices ``(..., 3)`` -> layer data indices ``(..., 3)``."""
+    return np.asarray(ijk)[..., list(axes)]
+
+
+def data_to_voxel(idx: np.ndarray, axes: tuple[int, int, int]) -> np.ndarray:
+    """Layer data indices ``(..., 3)`` -> volume voxel indices ``(..., 3)``."""
+    return np.asarray(idx)[..., list(np.argsort(axes))]
+
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """What sam2-med stores in ``layer.metadata["sam2_med"]``.
+
+    Attributes
+    ----------
+    volume : Volume
+        The volume as read (voxels in file order, RAS affine, provenance).
+    axes : tuple of int
+        The layer data is ``volume.array.transpose(axes)``.
+    source : str or None
+        The path opened, if any.
+    """
+
+    volume: Volume
+    axes: tuple[int, int, int]
+    source: str | None = None
+
+    def to_data(self, array: np.ndarray) -> np.ndarray:
+        """A volume-ordered ``(I, J, K)`` array as layer data (a view)."""
+        return np.transpose(array, self.axes)
+
+    def from_data(self, data: np.ndarray) -> np.ndarray:
+        """Layer data -> a volume-ordered ``(I, J, K)`` array (a view)."""
+        return np.transpose(np.asarray(data), np.argsort(self.axes))
+
+
+def geometry_of(metadata: dict[str, Any] | None) -> LayerGeometry | None:
+    """The :class:`LayerGeometry` stored in a layer's metadata, or ``None``."""
+    if not metadata:
+        return None
+    geo = metadata.get(METADATA_KEY)
+    return geo if isinstance(geo, LayerGeometry) else None
+
+
+def image_layer_data(
+    volume: Volume,
+    *,
+    name: str,
+    source: str | None = None,
+    contrast_limits: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, dict[str, Any], str]:
+    """A napari Image LayerDataTuple for ``volume`` placed in RAS world millimetres.
+
+    Parameters
+    ----------
+    volume : Volume
+    name : str
+        Layer name.
+    source : str, optional
+        The path the volume came from, kept in the metadata.
+    contrast_limits : (float, float), optional
+        Display range; defaults to :func:`default_contrast_limits`.
+
+    Returns
+    -------
+    (data, kwargs, "image")
+        ``data`` is a read-only transposed view of ``volume.array``; ``kwargs`` carries the
+        layer affine and ``metadata["sam2_med"]`` (a :class:`LayerGeometry`).
+    """
+    axes = display_axes(volume.affine)
+    geo = LayerGeometry(volume=volume, axes=axes, source=source)
+    limits = contrast_limits if contrast_limits is not None else default_contrast_limits(volume)
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "affine": layer_affine(volume.affine, axes),
+        "metadata": {METADATA_KEY: geo},
+        "colormap": "gray",
+        "contrast_limits": [float(limits[0]), float(limits[1])],
+        "axis_labels": WORLD_AXIS_LABELS,
+        "units": ("mm", "mm", "mm"),
+    }
+    return geo.to_data(volume.array), kwargs, "image"
+
+
+def ct_window_limits(window: str | None = None) -> tuple[float, float] | None:
+    """Contrast limits ``(center - width/2, center + width/2)`` in HU of a CT window preset.
+
+    Reads :data:`sam2_med.intensity.CT_WINDOWS` when that module exists; returns ``None`` for an
+    unknown preset or when the module is not available.
+    """
+    try:
+        from ..intensity import CT_WINDOWS  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    names = list(CT_WINDOWS)
+    if not names:
+        return None
+    key = window if window in CT_WINDOWS else None
+    if key is None:
+        if window is not None:
+            return None
+        key = "soft_tissue" if "soft_tissue" in CT_WINDOWS else names[0]
+    center, width = _center_width(CT_WINDOWS[key])
+    return center - width / 2.0, center + width / 2.0
+
+
+def _center_width(preset: Any) -> tuple[float, float]:
+    """(center, width) from a preset given as a tuple or an object with those attributes."""
+    if hasattr(preset, "center") and hasattr(preset, "width"):
+        return float(preset.center), float(preset.width)
+    center, width = preset[0], preset[1]
+    return float(center), float(width)
+
+
+def default_contrast_limits(volume: Volume) -> tuple[float, float]:
+    """Initial display range: CT soft-tissue window, else the stored window, else percentiles.
+
+    For CT the window preset (HU) is used so the image looks as a radiologist expects; for
+    other modalities the stored DICOM window if any, else the 0.5th-99.5th percentiles of a
+    strided subsample (cheap on large volumes).
+    """
+    if volume.modality == "CT":
+        limits = ct_window_limits(None)
+        if limits is None:
+            limits = (40.0 - 200.0, 40.0 + 200.0)  # soft tissue, W400 L40 (HU)
+        return limits
+    if volume.window is not None and volume.window.width > 0:
+        return (
+            volume.window.center - volume.window.width / 2.0,
+            volume.window.center + volume.window.width / 2.0,
+        )
+    step = max(1, round((volume.array.size / 2_000_000) ** (1 / 3)))
+    sample = np.asarray(volume.array[::step, ::step, ::step], dtype=np.float64)
+    lo, hi = np.percentile(sample, [0.5, 99.5]) if sample.size else (0.0, 1.0)
+    if not hi > lo:
+        hi = lo + 1.0
+    return float(lo), float(hi)
+
+
+def world_to_voxel(volume: Volume, xyz: np.ndarray) -> np.ndarray:
+    """World RAS mm ``(..., 3)`` (napari world axes x, y, z) -> index of the containing voxel.
+
+    Parameters
+    ----------
+    volume : Volume
+    xyz : (..., 3) array_like
+        napari world coordinates, e.g. a click position or a Points layer's world positions.
+
+    Returns
+    -------
+    (..., 3) ndarray of int64
+        Volume voxel indices ``(i, j, k)``; voxel ``n`` spans ``[n - 0.5, n + 0.5)``.
+    """
+    return volume.world_to_voxel(np.asarray(xyz, dtype=np.float64), containing=True)
+
+
+def layer_world_coords(layer: Any, data: np.ndarray | None = None) -> np.ndarray:
+    """World coordinates ``(N, 3)`` of a Points/Shapes layer's vertices (any layer transform).
+
+    Parameters
+    ----------
+    layer : napari layer
+        Anything with ``data`` and ``data_to_world``.
+    data : (N, 3) ndarray, optional
+        Vertices in the layer's data coordinates; defaults to ``layer.data``.
+    """
+    pts = np.asarray(layer.data if data is None else data, dtype=np.float64).reshape(-1, 3)
+    if not len(pts):
+        return np.zeros((0, 3))
+    return np.array([np.asarray(layer.data_to_world(p), dtype=np.float64) for p in pts])

@@ -1,0 +1,209 @@
+"""npe2 reader, writer and manifest: files land at the world coordinates their headers state."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from sam2_med.napari_plugin._layers import geometry_of, voxel_to_data, world_to_voxel
+from sam2_med.napari_plugin._reader import get_reader, prefer_sam2med_reader
+from tests.conftest import shared_path
+
+MR_NIFTI = ("volumes", "mr_abdomen_small", "image.nii.gz")
+DICOM_DIR = ("dicom", "mr_t1_sagittal_siemens_gz", "series")
+DICOM_REF = ("dicom", "mr_t1_sagittal_siemens_gz", "reference_dcm2niix.nii.gz")
+#: dcm2niix takes this series' slice step from its first two positions (2.0001 mm, the other
+#: steps are 2.0000 mm), so its last slice sits 0.0100 mm off that slice's ImagePositionPatient
+#: (see tests/io/test_dicom_shared.py); sam2-med's grid passes through every position.
+DCM2NIIX_ATOL_MM = 0.0101
+
+
+def _open(viewer, path):
+    layers = viewer.open(str(path), plugin="sam2-med")
+    assert len(layers) == 1
+    return layers[0]
+
+
+def _corners(shape):
+    return np.array(
+        [
+            [i, j, k]
+            for i in (0, shape[0] - 1)
+            for j in (0, shape[1] - 1)
+            for k in (0, shape[2] - 1)
+        ],
+        dtype=float,
+    )
+
+
+def test_get_reader_refuses_what_it_cannot_read(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.txt").write_text("x")
+    assert get_reader(str(tmp_path / "notes.txt")) is None
+    assert get_reader(str(tmp_path / "empty")) is None
+    assert get_reader([str(tmp_path / "notes.txt")]) is None
+
+
+def test_get_reader_accepts_nifti_and_dicom_folders():
+    assert get_reader(str(shared_path(*MR_NIFTI))) is not None
+    assert get_reader(str(shared_path(*DICOM_DIR))) is not None
+
+
+@pytest.mark.gui
+@pytest.mark.shared_data
+def test_nifti_lps_volume_sits_where_nibabel_says(make_napari_viewer):
+    path = shared_path(*MR_NIFTI)
+    viewer = make_napari_viewer()
+    layer = _open(viewer, path)
+    img = nib.load(path)
+    geo = geometry_of(layer.metadata)
+    assert geo is not None and geo.volume.shape == img.shape[:3]
+    ijk = np.vstack([_corners(img.shape), [[5, 7, 3], [60, 40, 10]]])
+    for v in ijk:
+        world = np.asarray(layer.data_to_world(voxel_to_data(v, geo.axes)))
+        assert np.allclose(world, (img.affine @ [*v, 1.0])[:3], atol=1e-4)
+    # the voxel values napari shows are the file's
+    assert np.array_equal(geo.from_data(layer.data), np.asanyarray(img.dataobj))
+
+
+@pytest.mark.gui
+@pytest.mark.shared_data
+def test_sagittal_dicom_matches_dcm2niix_in_world_space(make_napari_viewer):
+    series = shared_path(*DICOM_DIR)
+    ref = nib.load(shared_path(*DICOM_REF))
+    viewer = make_napari_viewer()
+    layer = _open(viewer, series)
+    geo = geometry_of(layer.metadata)
+    vol = geo.volume
+    ref_data = np.asanyarray(ref.dataobj)
+    assert sorted(vol.shape) == sorted(ref.shape[:3])
+    inv_ref = np.linalg.inv(ref.affine)
+    rng = np.random.default_rng(1)
+    ijk = np.vstack([_corners(vol.shape), rng.integers(0, vol.shape, size=(200, 3))])
+    for v in ijk:
+        world = np.asarray(layer.data_to_world(voxel_to_data(v, geo.axes)), dtype=float)
+        # the same world point is a voxel centre of dcm2niix's (reoriented) grid ...
+        r = np.round((inv_ref @ [*world, 1.0])[:3])
+        assert np.abs((ref.affine @ [*r, 1.0])[:3] - world).max() <= DCM2NIIX_ATOL_MM, (v, r)
+        # ... holding the same intensity
+        assert vol.array[tuple(int(x) for x in v)] == ref_data[tuple(int(x) for x in r)]
+
+
+@pytest.mark.gui
+@pytest.mark.shared_data
+def test_world_point_maps_to_the_voxel_that_contains_it(make_napari_viewer):
+    viewer = make_napari_viewer()
+    layer = _open(viewer, shared_path(*DICOM_DIR))
+    vol = geometry_of(layer.metadata).volume
+    axes = geometry_of(layer.metadata).axes
+    rng = np.random.default_rng(2)
+    target = rng.integers(0, vol.shape, size=(20, 3))
+    inside = target + rng.uniform(-0.45, 0.45, size=target.shape)
+    world = np.array([layer.data_to_world(voxel_to_data(p, axes)) for p in inside])
+    points = viewer.add_points(world, name="clicks")  # world coordinates, as a click adds them
+    from sam2_med.napari_plugin._layers import layer_world_coords
+
+    assert np.array_equal(world_to_voxel(vol, layer_world_coords(points)), target)
+    # and napari's own world->data mapping (its cursor readout) agrees
+    for w, t in zip(world, target, strict=True):
+        assert np.array_equal(np.round(layer.world_to_data(w)).astype(int), voxel_to_data(t, axes))
+
+
+@pytest.mark.gui
+@pytest.mark.shared_data
+def test_nifti_opens_with_sam2med_once_preferred(make_napari_viewer):
+    from napari.errors import MultipleReaderError
+    from napari.settings import get_settings
+
+    path = str(shared_path(*MR_NIFTI))
+    viewer = make_napari_viewer()
+    settings = get_settings()
+    settings.plugins.extension2reader = {}
+    # napari 0.9 has no reader priority: two readers claim .nii.gz, and File > Open, drag and
+    # drop and the command line (all plugin=None) raise this, then ask in a dialog
+    with pytest.raises(MultipleReaderError):
+        viewer.open(path, plugin=None)
+    assert "*.nii.gz" in prefer_sam2med_reader(settings)
+    layers = viewer.open(path, plugin=None)
+    assert geometry_of(layers[0].metadata) is not None
+    # the GUI's own open path (File > Open, drag and drop) now reads with sam2-med too
+    viewer.layers.clear()
+    viewer.window._qt_viewer._qt_open([path], stack=False)
+    assert len(viewer.layers) == 1 and geometry_of(viewer.layers[0].metadata) is not None
+    # a choice the user made is kept
+    settings.plugins.extension2reader = {"*.nii.gz": "napari"}
+    assert "*.nii.gz" not in prefer_sam2med_reader(settings)
+    assert settings.plugins.extension2reader["*.nii.gz"] == "napari"
+
+
+@pytest.mark.gui
+@pytest.mark.shared_data
+def test_writer_saves_on_the_source_grid_and_never_overwrites(make_napari_viewer, tmp_path):
+    path = shared_path(*MR_NIFTI)
+    viewer = make_napari_viewer()
+    image = _open(viewer, path)
+    geo = geometry_of(image.metadata)
+    labels_vol = np.zeros(geo.volume.shape, np.uint8)
+    labels_vol[10:30, 20:40, 5:9] = 1
+    labels_vol[50:60, 50:55, 12] = 3
+    labels = viewer.add_labels(
+        geo.to_data(labels_vol), affine=image.affine, metadata={"sam2_med": geo}, name="seg"
+    )
+    out = tmp_path / "seg.nii.gz"
+    viewer.layers.selection = {labels}
+    written = viewer.layers.save(str(out), selected=True, plugin="sam2-med")
+    assert written[0] == str(out)
+    back = nib.load(out)
+    assert back.shape == geo.volume.shape
+    assert np.allclose(back.affine, nib.load(path).affine, atol=1e-5)
+    assert np.array_equal(np.asanyarray(back.dataobj), labels_vol)
+    from sam2_med.io import OutputExistsError
+    from sam2_med.napari_plugin._writer import write_labels
+
+    data, meta, _ = labels.as_layer_data_tuple()
+    with pytest.raises(OutputExistsError):
+        write_labels(str(out), data, meta)
+
+
+@pytest.mark.gui
+def test_writer_without_sam2med_metadata_uses_the_layer_transform(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    arr = np.zeros((4, 5, 6), np.uint8)
+    arr[1, 2, 3] = 2
+    labels = viewer.add_labels(arr, scale=(2.0, 3.0, 1.5), translate=(10.0, -4.0, 7.0))
+    from sam2_med.napari_plugin._writer import write_labels
+
+    data, meta, _ = labels.as_layer_data_tuple()
+    out = tmp_path / "plain.nii.gz"
+    write_labels(str(out), data, meta)
+    back = nib.load(out)
+    assert np.allclose(
+        back.affine, np.diag([2.0, 3.0, 1.5, 1.0]) + np.c_[np.zeros((4, 3)), [10.0, -4.0, 7.0, 0.0]]
+    )
+    assert np.array_equal(np.asanyarray(back.dataobj), arr)
+
+
+def test_npe2_validate_with_imports():
+    res = subprocess.run(
+        [sys.executable, "-m", "npe2", "validate", "--imports", "sam2_med"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_plugin_package_and_readers_load_no_qt():
+    code = (
+        "import sys, sam2_med, sam2_med.napari_plugin, sam2_med.napari_plugin._layers\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui', 'vispy'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
