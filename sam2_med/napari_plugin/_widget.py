@@ -1,0 +1,866 @@
+"""The sam2-med dock widget: prompt one slice, propagate both ways, correct, review, export.
+
+The widget is thin. Every handler reads its inputs, calls the core through the per-viewer
+:class:`~sam2_med.napari_plugin._state.SegmentationState`, and runs anything slow (model
+loading, a slice, propagation) in a napari thread worker:
+
+* ``yielded`` (main thread) writes each :class:`SliceResult` into the Labels layer, so masks
+  appear slice by slice while the UI stays responsive;
+* ``errored`` shows the error as a napari notification (the viewer never crashes);
+* ``finished`` re-syncs the labels from the session, refreshes the drift review and clears
+  :attr:`Sam2MedWidget.busy`.
+
+Only one worker runs at a time (buttons are disabled while :attr:`busy`); **Cancel** sets an
+event the session checks between slices, so propagation stops promptly and resumes later.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._layers import default_contrast_limits, geometry_of
+from ._state import SegmentationState
+
+AXES = ("axial", "coronal", "sagittal")
+
+
+def _ct_window_names() -> list[str]:
+    try:
+        from ..intensity import CT_WINDOWS  # type: ignore[attr-defined]
+    except ImportError:
+        return []
+    return list(CT_WINDOWS)
+
+
+def _describe_error(err: BaseException) -> str:
+    if isinstance(err, MemoryError) or "out of memory" in str(err).lower():
+        return (
+            "out of memory: close other volumes, choose a smaller model, or crop the image "
+            f"({type(err).__name__}: {err})"
+        )
+    text = str(err) or type(err).__name__
+    from ..errors import Sam2MedError
+
+    return text if isinstance(err, Sam2MedError) else f"{type(err).__name__}: {text}"
+
+
+class Sam2MedWidget(QWidget):
+    """Dock widget driving a :class:`~sam2_med.session.Session` on an Image layer.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        Injected by napari.
+    model : LoadedModel, optional
+        Use this model instead of loading one (tests, scripts).
+
+    Attributes
+    ----------
+    state : SegmentationState
+        Everything this widget knows about its viewer.
+    """
+
+    def __init__(self, napari_viewer: Any, model: Any = None) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.state = SegmentationState(viewer=napari_viewer)
+        self._worker: Any = None
+        self._slices_done = 0
+        self._build()
+        self._connect_viewer()
+        self._refresh_models()
+        self._refresh_images()
+        if model is not None:
+            self.set_model(model)
+        # make File > Open and drag-and-drop of NIfTI/NRRD/MHA use sam2-med (only for patterns
+        # the user has not chosen a reader for)
+        try:
+            from ._reader import prefer_sam2med_reader
+
+            prefer_sam2med_reader()
+        except Exception:  # settings unavailable (e.g. read-only); opening still works
+            pass
+
+    # ------------------------------------------------------------------------------------ UI
+    def _build(self) -> None:
+        root = QVBoxLayout(self)
+
+        model_box = QGroupBox("Model")
+        mf = QFormLayout(model_box)
+        self.model_combo = QComboBox()
+        self.model_combo.setToolTip("name | input size | licence | weights available here?")
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(_devices())
+        self.load_button = QPushButton("Load model")
+        self.import_button = QPushButton("Import checkpoint…")
+        self.model_status = QLabel("no model loaded")
+        self.model_status.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.load_button)
+        row.addWidget(self.import_button)
+        mf.addRow("model", self.model_combo)
+        mf.addRow("device", self.device_combo)
+        mf.addRow(row)
+        mf.addRow(self.model_status)
+        root.addWidget(model_box)
+
+        image_box = QGroupBox("Image")
+        imf = QFormLayout(image_box)
+        self.image_combo = QComboBox()
+        self.axis_combo = QComboBox()
+        self.axis_combo.addItems(AXES)
+        self.window_combo = QComboBox()
+        self.window_combo.addItems(["auto", *_ct_window_names()])
+        imf.addRow("image", self.image_combo)
+        imf.addRow("axis", self.axis_combo)
+        imf.addRow("CT window", self.window_combo)
+        root.addWidget(image_box)
+
+        obj_box = QGroupBox("Objects")
+        of = QVBoxLayout(obj_box)
+        self.object_list = QListWidget()
+        self.object_list.setMaximumHeight(90)
+        self.object_name = QLineEdit()
+        self.object_name.setPlaceholderText("name, e.g. liver")
+        self.add_object_button = QPushButton("Add")
+        self.remove_object_button = QPushButton("Remove")
+        row = QHBoxLayout()
+        row.addWidget(self.object_name)
+        row.addWidget(self.add_object_button)
+        row.addWidget(self.remove_object_button)
+        of.addWidget(self.object_list)
+        of.addLayout(row)
+        root.addWidget(obj_box)
+
+        seg_box = QGroupBox("Segment")
+        sf = QVBoxLayout(seg_box)
+        hint = QLabel(
+            "Click points in 'sam2 prompts (+)' / '(-)', draw a rectangle in 'sam2 box "
+            "prompts', or paint the current slice of the segmentation layer."
+        )
+        hint.setWordWrap(True)
+        sf.addWidget(hint)
+        self.segment_button = QPushButton("Segment slice")
+        self.mask_button = QPushButton("Use painted slice")
+        self.propagate_button = QPushButton("Propagate")
+        self.update_button = QPushButton("Update")
+        self.update_button.setToolTip("send new prompts, then re-propagate between anchors only")
+        self.cancel_button = QPushButton("Cancel")
+        self.undo_button = QPushButton("Undo")
+        for pair in (
+            (self.segment_button, self.mask_button),
+            (self.propagate_button, self.update_button),
+            (self.cancel_button, self.undo_button),
+        ):
+            row = QHBoxLayout()
+            for b in pair:
+                row.addWidget(b)
+            sf.addLayout(row)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        sf.addWidget(self.progress)
+        sf.addWidget(self.status)
+        root.addWidget(seg_box)
+
+        review_box = QGroupBox("Review")
+        rf = QVBoxLayout(review_box)
+        self.review_summary = QLabel("no results yet")
+        self.review_summary.setWordWrap(True)
+        self.review_list = QListWidget()
+        self.review_list.setMaximumHeight(120)
+        self.next_suspicious_button = QPushButton("Next suspicious slice")
+        rf.addWidget(self.review_summary)
+        rf.addWidget(self.review_list)
+        rf.addWidget(self.next_suspicious_button)
+        root.addWidget(review_box)
+
+        export_box = QGroupBox("Export")
+        ef = QVBoxLayout(export_box)
+        self.seg_checkbox = QCheckBox("also DICOM SEG (DICOM images)")
+        self.export_button = QPushButton("Export mask…")
+        ef.addWidget(self.seg_checkbox)
+        ef.addWidget(self.export_button)
+        root.addWidget(export_box)
+        root.addStretch(1)
+
+        self.load_button.clicked.connect(self._on_load_clicked)
+        self.import_button.clicked.connect(self._on_import_clicked)
+        self.image_combo.currentIndexChanged.connect(self._on_image_changed)
+        self.axis_combo.currentTextChanged.connect(self._on_axis_changed)
+        self.window_combo.currentTextChanged.connect(self._on_window_changed)
+        self.device_combo.currentTextChanged.connect(self._on_device_changed)
+        self.add_object_button.clicked.connect(lambda: self.add_object(self.object_name.text()))
+        self.remove_object_button.clicked.connect(self._on_remove_clicked)
+        self.object_list.currentRowChanged.connect(self._on_object_selected)
+        self.segment_button.clicked.connect(lambda: self.segment_slice())
+        self.mask_button.clicked.connect(lambda: self.use_painted_slice())
+        self.propagate_button.clicked.connect(lambda: self.propagate())
+        self.update_button.clicked.connect(lambda: self.update())
+        self.cancel_button.clicked.connect(self.cancel)
+        self.undo_button.clicked.connect(lambda: self.undo())
+        self.next_suspicious_button.clicked.connect(self.next_suspicious)
+        self.review_list.itemActivated.connect(self._on_review_item)
+        self.review_list.itemClicked.connect(self._on_review_item)
+        self.export_button.clicked.connect(self._on_export_clicked)
+        self._update_enabled()
+
+    def _connect_viewer(self) -> None:
+        events = self.viewer.layers.events
+        events.inserted.connect(self._refresh_images)
+        events.removed.connect(self._refresh_images)
+
+    # ------------------------------------------------------------------------- public state
+    @property
+    def busy(self) -> bool:
+        """True while a worker (model load, slice, propagation) runs."""
+        return self.state.busy
+
+    @property
+    def slices_done(self) -> int:
+        """Slice results received from the current (or last) worker."""
+        return self._slices_done
+
+    def _update_enabled(self) -> None:
+        busy = self.state.busy
+        ready = self.state.model is not None and self.state.volume is not None
+        for b in (
+            self.segment_button,
+            self.mask_button,
+            self.propagate_button,
+            self.update_button,
+            self.undo_button,
+        ):
+            b.setEnabled(ready and not busy)
+        for b in (self.load_button, self.import_button, self.export_button):
+            b.setEnabled(not busy)
+        for w in (self.image_combo, self.axis_combo, self.window_combo, self.device_combo):
+            w.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+        self.seg_checkbox.setEnabled(
+            self.state.volume is not None and self.state.volume.provenance.format == "dicom"
+        )
+
+    # ------------------------------------------------------------------------------ models
+    def _refresh_models(self) -> None:
+        self.model_combo.clear()
+        for name, text in _model_choices():
+            self.model_combo.addItem(text, name)
+        if not self.model_combo.count():
+            self.model_combo.addItem("(no registered models)", None)
+
+    def set_model(self, model: Any) -> None:
+        """Use an already loaded model (a :class:`~sam2_med.models.LoadedModel`)."""
+        self.state.set_model(model)
+        self.model_status.setText(
+            f"{model.name}: {model.image_size} px, {getattr(model, 'device', 'cpu')}, "
+            f"licence {getattr(model, 'licence', '?')}"
+        )
+        self._update_enabled()
+
+    def _on_device_changed(self, device: str) -> None:
+        self.state.device = device
+
+    def _on_load_clicked(self) -> None:
+        name = self.model_combo.currentData()
+        if not name:
+            _notify_error("no model selected: import a checkpoint file instead")
+            return
+        self.load_model(name)
+
+    def load_model(
+        self, name: str | None = None, *, checkpoint: str | None = None, arch: Any = None
+    ) -> None:
+        """Load a registered model or a local checkpoint in a worker, then use it.
+
+        Parameters
+        ----------
+        name : str, optional
+            Registry name (see :func:`sam2_med.models.list_models`).
+        checkpoint : str, optional
+            A local Meta SAM 2 / MedSAM2 checkpoint file.
+        arch : dict, optional
+            Architecture of a non-standard checkpoint (see ``sam2_med.models.load_model``).
+        """
+        device = self.state.device
+
+        def job() -> Any:
+            from ..models import load_model
+
+            kwargs: dict[str, Any] = {"device": device}
+            if checkpoint is not None:
+                kwargs["checkpoint"] = checkpoint
+            if arch is not None:
+                kwargs["arch"] = arch
+            return load_model(name, **kwargs)
+
+        self.model_status.setText("loading…")
+        self._run(job, generator=False, on_return=self.set_model, what="loading the model")
+
+    def _on_import_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "Import a SAM 2 / MedSAM2 checkpoint",
+            "",
+            "Checkpoints (*.pt *.pth *.safetensors)",
+        )
+        if path:
+            self.import_checkpoint(path, name=self.model_combo.currentData())
+
+    def import_checkpoint(
+        self, path: str | os.PathLike[str], *, name: str | None = None, arch: Any = None
+    ) -> None:
+        """Import a local checkpoint file and load it.
+
+        With a registry ``name`` (and no ``arch``) the file is imported into the weight cache
+        under that name (:func:`sam2_med.models.import_weights`, which checks it) and loaded
+        from there; otherwise it is loaded straight from the file.
+        """
+        path = os.fspath(path)
+        if name and arch is None:
+            device = self.state.device
+
+            def job() -> Any:
+                from ..models import import_weights, load_model
+
+                import_weights(path, name)
+                return load_model(name, device=device)
+
+            self.model_status.setText("importing…")
+            self._run(
+                job, generator=False, on_return=self.set_model, what="importing the checkpoint"
+            )
+            return
+        self.load_model(None, checkpoint=path, arch=arch)
+
+    # ------------------------------------------------------------------------------- image
+    def _refresh_images(self, *_: Any) -> None:
+        current = self.state.image_layer
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        images = [
+            layer
+            for layer in self.viewer.layers
+            if type(layer).__name__ == "Image" and np.ndim(layer.data) == 3
+        ]
+        images.sort(key=lambda lay: geometry_of(lay.metadata) is None)
+        for layer in images:
+            self.image_combo.addItem(layer.name, layer)
+        self.image_combo.blockSignals(False)
+        if current is not None and current in images:
+            self.image_combo.setCurrentIndex(images.index(current))
+        elif images:
+            self.image_combo.setCurrentIndex(0)
+            self._on_image_changed(0)
+        else:
+            self.state.set_image(None)
+            self._update_enabled()
+
+    def _on_image_changed(self, index: int) -> None:
+        layer = self.image_combo.itemData(index) if index >= 0 else None
+        if layer is self.state.image_layer:
+            return
+        try:
+            self.state.set_image(layer)
+        except Exception as err:
+            _notify_error(_describe_error(err))
+            self.state.set_image(None)
+        if self.state.volume is not None:
+            self.state.show_axis()
+            self._apply_window()
+        self._update_enabled()
+
+    def _on_axis_changed(self, axis: str) -> None:
+        self.state.axis = axis
+        self.state.reset_session()
+        if self.state.volume is not None:
+            self.state.show_axis()
+
+    def _on_window_changed(self, window: str) -> None:
+        self.state.window = window
+        self.state.reset_session()
+        self._apply_window()
+
+    def _apply_window(self) -> None:
+        """The image's contrast limits follow the CT window preset."""
+        layer, vol = self.state.image_layer, self.state.volume
+        if layer is None or vol is None:
+            return
+        from ._layers import ct_window_limits
+
+        limits = None
+        if self.state.window != "auto" and vol.modality == "CT":
+            limits = ct_window_limits(self.state.window)
+        if limits is None:
+            limits = default_contrast_limits(vol)
+        layer.contrast_limits = list(limits)
+
+    # ----------------------------------------------------------------------------- objects
+    def add_object(self, name: str | None = None) -> int:
+        """Add an object (structure) and make it current; returns its label value."""
+        entry = self.state.add_object((name or "").strip() or None)
+        self.object_name.clear()
+        self._refresh_objects()
+        return entry.label
+
+    def _on_remove_clicked(self) -> None:
+        label = self.state.current_label
+        if label is not None:
+            self.state.remove_object(label)
+            self._refresh_objects()
+
+    def _refresh_objects(self) -> None:
+        self.object_list.blockSignals(True)
+        self.object_list.clear()
+        for entry in self.state.objects.values():
+            item = QListWidgetItem(f"● {entry.name}  (label {entry.label})")
+            item.setData(Qt.ItemDataRole.UserRole, entry.label)
+            rgba = self.state.colour_of(entry.label)
+            if rgba is not None:
+                item.setForeground(QColor.fromRgbF(*rgba))
+            self.object_list.addItem(item)
+            if entry.label == self.state.current_label:
+                self.object_list.setCurrentItem(item)
+        self.object_list.blockSignals(False)
+        self._select_label(self.state.current_label)
+
+    def _on_object_selected(self, row: int) -> None:
+        item = self.object_list.item(row)
+        if item is not None:
+            self.state.current_label = int(item.data(Qt.ItemDataRole.UserRole))
+            self._select_label(self.state.current_label)
+            self.refresh_review()
+
+    def _select_label(self, label: int | None) -> None:
+        if label is not None and self.state.labels_layer is not None:
+            self.state.labels_layer.selected_label = label
+
+    def _current_label(self) -> int:
+        if self.state.current_label is None or self.state.current_label not in self.state.objects:
+            self.add_object()
+        return int(self.state.current_label)  # type: ignore[arg-type]
+
+    # --------------------------------------------------------------------------- segmenting
+    def _prepare(self) -> Any:
+        """Session and layers ready, current object registered; errors become notifications."""
+        session = self.state.ensure_session()
+        label = self._current_label()
+        self._refresh_objects()
+        return session, label
+
+    def segment_slice(self) -> bool:
+        """Send the pending point/box prompts for the current object; preview their slices.
+
+        Returns
+        -------
+        bool
+            Whether a worker was started.
+        """
+        try:
+            session, label = self._prepare()
+        except Exception as err:
+            _notify_error(_describe_error(err))
+            return False
+        prompts = self.state.collect_prompts()
+        if not prompts:
+            _notify_warning("add points or a box on a slice first")
+            return False
+        self.state.clear_prompts()
+
+        def job() -> Iterator[Any]:
+            yield from _send_prompts(session, label, prompts)
+
+        self._run(job, what="segmenting the slice", total=len(prompts))
+        return True
+
+    def use_painted_slice(self) -> bool:
+        """Send the current slice of the segmentation layer, for the current object, as a mask."""
+        try:
+            session, label = self._prepare()
+        except Exception as err:
+            _notify_error(_describe_error(err))
+            return False
+        k = self.state.current_slice()
+        mask = self.state.painted_mask(k, label)
+        if not mask.any():
+            _notify_warning(f"nothing painted with label {label} on slice {k}")
+            return False
+
+        def job() -> Iterator[Any]:
+            res = session.add_mask(label, k, mask)
+            if res is not None:
+                yield res
+
+        self._run(job, what="using the painted mask", total=1)
+        return True
+
+    def propagate(self) -> bool:
+        """Propagate all objects both ways from their anchors, streaming slices into the layer."""
+        try:
+            session = self.state.ensure_session()
+        except Exception as err:
+            _notify_error(_describe_error(err))
+            return False
+        return self._propagate_with(session, [])
+
+    def update(self) -> bool:
+        """Send new prompts (if any), then re-propagate; the session re-runs only between anchors."""
+        try:
+            session, label = self._prepare()
+        except Exception as err:
+            _notify_error(_describe_error(err))
+            return False
+        prompts = self.state.collect_prompts()
+        self.state.clear_prompts()
+        return self._propagate_with(session, prompts, label)
+
+    def _propagate_with(self, session: Any, prompts: list[Any], label: int | None = None) -> bool:
+        cancel = self.state.cancel_event
+
+        def job() -> Iterator[Any]:
+            if prompts:
+                yield from _send_prompts(session, label, prompts)
+            for res in session.propagate(cancel=cancel.is_set):
+                yield res
+                if cancel.is_set():
+                    return
+
+        self._run(job, what="propagating", total=self.state.n_slices(), sync=True)
+        return True
+
+    def cancel(self) -> None:
+        """Stop the running propagation after the current slice (resume with Propagate)."""
+        self.state.cancel_event.set()
+        if self._worker is not None:
+            self._worker.quit()
+        self.status.setText("cancelling…")
+
+    def undo(self) -> bool:
+        """Undo the last prompt or correction in the session, and show the result."""
+        if self.state.session is None:
+            _notify_warning("nothing to undo")
+            return False
+        session = self.state.session
+
+        def job() -> None:
+            session.undo()
+
+        self._run(job, generator=False, what="undoing", sync=True)
+        return True
+
+    # ------------------------------------------------------------------------------ worker
+    def _run(
+        self,
+        func: Callable[[], Any],
+        *,
+        generator: bool = True,
+        what: str,
+        total: int | None = None,
+        sync: bool = False,
+        on_return: Callable[[Any], None] | None = None,
+    ) -> None:
+        from napari.qt.threading import create_worker
+
+        if self.state.busy:
+            _notify_warning("busy: wait for the running job or cancel it")
+            return
+        self.state.busy = True
+        self.state.cancel_event.clear()
+        self._slices_done = 0
+        self.progress.setRange(0, total or 0)
+        self.progress.setValue(0)
+        self.status.setText(f"{what}…")
+        self._update_enabled()
+        worker = create_worker(func, _start_thread=False)
+        failed: list[BaseException] = []
+
+        def on_yield(result: Any) -> None:
+            self._slices_done += 1
+            self.state.apply_result(result)
+            self.state.refresh_labels()
+            if total:
+                self.progress.setValue(min(self._slices_done, total))
+            self.status.setText(f"{what}: slice {result.slice_index} ({self._slices_done} done)")
+
+        def on_error(err: BaseException) -> None:
+            failed.append(err)
+            _notify_error(f"{what} failed: {_describe_error(err)}")
+
+        def on_returned(value: Any) -> None:
+            if on_return is not None and value is not None:
+                on_return(value)
+
+        def on_finished() -> None:
+            try:
+                if sync and not failed:
+                    self.state.sync_from_session()
+                self.refresh_review()
+            except Exception as err:  # never let a callback take the viewer down
+                _notify_error(_describe_error(err))
+            cancelled = self.state.cancel_event.is_set()
+            self.status.setText(
+                f"{what}: failed"
+                if failed
+                else f"{what}: cancelled"
+                if cancelled
+                else f"{what}: done"
+            )
+            if not failed and not cancelled and total:
+                self.progress.setValue(total)
+            self._worker = None
+            self.state.busy = False
+            self._update_enabled()
+
+        if generator:
+            worker.yielded.connect(on_yield)
+        worker.returned.connect(on_returned)
+        worker.errored.connect(on_error)
+        worker.finished.connect(on_finished)
+        self._worker = worker
+        worker.start()
+
+    # ------------------------------------------------------------------------------ review
+    def refresh_review(self) -> None:
+        """Show the current object's per-slice confidence profile and suspicious slices."""
+        self.review_list.clear()
+        label = self.state.current_label
+        if label is None or self.state.volume is None or self.state.labels_array is None:
+            self.review_summary.setText("no results yet")
+            return
+        scores, areas = self.state.profile(label)
+        done = np.flatnonzero(areas >= 0)
+        if not len(done):
+            self.review_summary.setText("no results yet for this object")
+            return
+        sus = set(self.state.suspicious_slices(label))
+        finite = np.isfinite(scores[done])
+        low = done[finite][np.argmin(scores[done][finite])] if finite.any() else None
+        text = f"{len(done)} slices segmented ({done.min()}–{done.max()}); {len(sus)} suspicious"
+        if low is not None:
+            text += f"; lowest score {scores[low]:.2f} at slice {low}"
+        self.review_summary.setText(text)
+        for k in done:
+            flag = "⚠ " if k in sus else "   "
+            item = QListWidgetItem(f"{flag}slice {k}: score {scores[k]:.2f}, area {areas[k]} px")
+            item.setData(Qt.ItemDataRole.UserRole, int(k))
+            self.review_list.addItem(item)
+
+    def next_suspicious(self) -> int | None:
+        """Go to the next suspicious slice after the current one (wrapping); returns it."""
+        label = self.state.current_label
+        if label is None or self.state.volume is None:
+            return None
+        sus = self.state.suspicious_slices(label)
+        if not sus:
+            _notify_info("no suspicious slices for this object")
+            return None
+        here = self.state.current_slice()
+        later = [k for k in sus if k > here]
+        k = later[0] if later else sus[0]
+        self.state.go_to_slice(k)
+        return k
+
+    def _on_review_item(self, item: QListWidgetItem) -> None:
+        k = item.data(Qt.ItemDataRole.UserRole)
+        if k is not None:
+            self.state.go_to_slice(int(k))
+
+    # ------------------------------------------------------------------------------ export
+    def _on_export_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self,
+            "Export mask on the image grid",
+            "",
+            "NIfTI (*.nii.gz *.nii)",
+            options=QFileDialog.Option.DontConfirmOverwrite,
+        )
+        if not path:
+            return
+        if not path.lower().endswith((".nii.gz", ".nii")):
+            path += ".nii.gz"
+        existing = [p for p in self._export_targets(path) if Path(p).exists()]
+        overwrite = False
+        if existing:
+            answer = QMessageBox.question(
+                self,
+                "Replace files?",
+                "These files exist:\n" + "\n".join(existing) + "\nReplace them?",
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+            overwrite = True
+        self.export(path, overwrite=overwrite)
+
+    def _export_targets(self, path: str) -> list[str]:
+        targets = [path]
+        if self.seg_checkbox.isChecked() and self.seg_checkbox.isEnabled():
+            targets.append(_seg_path(path))
+        return targets
+
+    def export(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        dicom_seg: bool | None = None,
+    ) -> list[str]:
+        """Write the segmentation on the image's voxel grid; returns the paths written.
+
+        Parameters
+        ----------
+        path : path-like
+            ``.nii.gz`` or ``.nii``.
+        overwrite : bool
+            Replace existing files. Default: refuse (the error is shown).
+        dicom_seg : bool, optional
+            Also write ``<name>_seg.dcm`` (DICOM sources only). Defaults to the checkbox.
+        """
+        from ..io import save_dicom_seg, save_mask
+        from ..io.writers import sidecar_path
+        from ..labels import LabelVolume
+
+        vol, arr = self.state.volume, self.state.labels_array
+        if vol is None or arr is None:
+            _notify_error("nothing to export yet")
+            return []
+        if dicom_seg is None:
+            dicom_seg = self.seg_checkbox.isChecked() and self.seg_checkbox.isEnabled()
+        names = {e.label: e.name for e in self.state.objects.values()}
+        labels = LabelVolume(
+            np.ascontiguousarray(arr),
+            vol,
+            names={int(v): names.get(int(v), f"label_{v}") for v in np.unique(arr) if v},
+        )
+        written: list[str] = []
+        try:
+            out = save_mask(labels, path, reference=vol, overwrite=overwrite)
+            written.append(str(out))
+            side = sidecar_path(Path(out))
+            if side.exists():
+                written.append(str(side))
+            if dicom_seg:
+                seg = save_dicom_seg(
+                    labels, _seg_path(str(path)), reference=vol, overwrite=overwrite
+                )
+                written.append(str(seg))
+        except Exception as err:
+            _notify_error(f"export failed: {_describe_error(err)}")
+        if written:
+            self.state.last_export = written
+            self.status.setText("exported: " + ", ".join(Path(p).name for p in written))
+            _notify_info("exported " + ", ".join(written))
+        return written
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _send_prompts(session: Any, label: int | None, prompts: list[Any]) -> Iterator[Any]:
+    """Boxes before points on each slice (points refine a box), each yielding its SliceResult."""
+    for p in sorted(prompts, key=lambda p: (p.slice_index, p.kind != "box")):
+        if p.kind == "box":
+            res = session.add_box(label, p.points[0], p.points[1])
+        else:
+            res = session.add_points(label, p.points, p.point_labels)
+        if res is not None:
+            yield res
+
+
+def _seg_path(path: str) -> str:
+    lower = path.lower()
+    for suffix in (".nii.gz", ".nii"):
+        if lower.endswith(suffix):
+            return path[: -len(suffix)] + "_seg.dcm"
+    return path + "_seg.dcm"
+
+
+def _devices() -> list[str]:
+    out = ["cpu"]
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            out.append("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            out.append("mps")
+    except ImportError:
+        pass
+    return out
+
+
+def _model_choices() -> list[tuple[str, str]]:
+    """(name, "name | size | licence | weights: yes/no") for every registered model."""
+    try:
+        from .. import models
+    except ImportError:
+        return []
+    lister = getattr(models, "list_models", None)
+    if lister is None:
+        return []
+    try:
+        specs = list(lister())
+        cached = getattr(models, "cached_weights", None)
+        have = _cached_names(cached() if cached else ())
+    except Exception:
+        return []
+    out = []
+    for spec in specs:
+        name = getattr(spec, "name", str(spec))
+        size = getattr(spec, "image_size", "?")
+        params = getattr(spec, "size", None) or getattr(spec, "sizes", None) or ""
+        lic = getattr(spec, "licence", getattr(spec, "license", "?"))
+        avail = "weights: yes" if name in have else "weights: no"
+        extra = f" | {params}" if params else ""
+        out.append((name, f"{name} | {size} px{extra} | {lic} | {avail}"))
+    return out
+
+
+def _cached_names(cached: Any) -> set[str]:
+    if isinstance(cached, dict):
+        return {str(k) for k in cached}
+    names = set()
+    for c in cached or ():
+        names.add(str(getattr(c, "name", c)))
+    return names
+
+
+def _notify_error(message: str) -> None:
+    from napari.utils.notifications import show_error
+
+    show_error(message)
+
+
+def _notify_warning(message: str) -> None:
+    from napari.utils.notifications import show_warning
+
+    show_warning(message)
+
+
+def _notify_info(message: str) -> None:
+    from napari.utils.notifications import show_info
+
+    show_info(message)
