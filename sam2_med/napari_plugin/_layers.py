@@ -141,7 +141,8 @@ def image_layer_data(
     source : str, optional
         The path the volume came from, kept in the metadata.
     contrast_limits : (float, float), optional
-        Display range; defaults to :func:`default_contrast_limits`.
+        Display range; defaults to :func:`display_limits` with ``"auto"`` (for CT the
+        soft-tissue window preset).
 
     Returns
     -------
@@ -151,7 +152,7 @@ def image_layer_data(
     """
     axes = display_axes(volume.affine)
     geo = LayerGeometry(volume=volume, axes=axes, source=source)
-    limits = contrast_limits if contrast_limits is not None else default_contrast_limits(volume)
+    limits = contrast_limits if contrast_limits is not None else display_limits(volume)
     kwargs: dict[str, Any] = {
         "name": name,
         "affine": layer_affine(volume.affine, axes),
@@ -164,59 +165,32 @@ def image_layer_data(
     return geo.to_data(volume.array), kwargs, "image"
 
 
-def ct_window_limits(window: str | None = None) -> tuple[float, float] | None:
-    """Contrast limits ``(center - width/2, center + width/2)`` in HU of a CT window preset.
+def display_limits(volume: Volume, window: str | None = "auto") -> tuple[float, float]:
+    """Contrast limits that show the image as the model sees it under ``window``.
 
-    Reads :data:`sam2_med.intensity.CT_WINDOWS` when that module exists; returns ``None`` for an
-    unknown preset or when the module is not available.
+    Parameters
+    ----------
+    volume : Volume
+    window : str, optional
+        ``"auto"`` (CT: the soft-tissue preset; other modalities: the 0.5-99.5 volume
+        percentiles), a preset name of :data:`sam2_med.intensity.CT_WINDOWS`, ``"dicom"``...:
+        anything :func:`sam2_med.intensity.resolve_intensity` accepts.
+
+    Returns
+    -------
+    (float, float)
+        ``(center - width / 2, center + width / 2)`` for a window, ``(low, high)`` for a range,
+        in the units of ``volume.array`` (HU for CT).
     """
-    try:
-        from ..intensity import CT_WINDOWS  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    names = list(CT_WINDOWS)
-    if not names:
-        return None
-    key = window if window in CT_WINDOWS else None
-    if key is None:
-        if window is not None:
-            return None
-        key = "soft_tissue" if "soft_tissue" in CT_WINDOWS else names[0]
-    center, width = _center_width(CT_WINDOWS[key])
-    return center - width / 2.0, center + width / 2.0
+    from ..intensity import resolve_intensity
 
-
-def _center_width(preset: Any) -> tuple[float, float]:
-    """(center, width) from a preset given as a tuple or an object with those attributes."""
-    if hasattr(preset, "center") and hasattr(preset, "width"):
-        return float(preset.center), float(preset.width)
-    center, width = preset[0], preset[1]
-    return float(center), float(width)
-
-
-def default_contrast_limits(volume: Volume) -> tuple[float, float]:
-    """Initial display range: CT soft-tissue window, else the stored window, else percentiles.
-
-    For CT the window preset (HU) is used so the image looks as a radiologist expects; for
-    other modalities the stored DICOM window if any, else the 0.5th-99.5th percentiles of a
-    strided subsample (cheap on large volumes).
-    """
-    if volume.modality == "CT":
-        limits = ct_window_limits(None)
-        if limits is None:
-            limits = (40.0 - 200.0, 40.0 + 200.0)  # soft tissue, W400 L40 (HU)
-        return limits
-    if volume.window is not None and volume.window.width > 0:
-        return (
-            volume.window.center - volume.window.width / 2.0,
-            volume.window.center + volume.window.width / 2.0,
-        )
-    step = max(1, round((volume.array.size / 2_000_000) ** (1 / 3)))
-    sample = np.asarray(volume.array[::step, ::step, ::step], dtype=np.float64)
-    lo, hi = np.percentile(sample, [0.5, 99.5]) if sample.size else (0.0, 1.0)
-    if not hi > lo:
-        hi = lo + 1.0
-    return float(lo), float(hi)
+    t = resolve_intensity(volume, window)
+    if t.kind == "window" and t.center is not None and t.width:
+        return t.center - t.width / 2.0, t.center + t.width / 2.0
+    if t.low is not None and t.high is not None and t.high > t.low:
+        return float(t.low), float(t.high)
+    lo, hi = float(np.nanmin(volume.array)), float(np.nanmax(volume.array))
+    return lo, hi if hi > lo else lo + 1.0
 
 
 def world_to_voxel(volume: Volume, xyz: np.ndarray) -> np.ndarray:

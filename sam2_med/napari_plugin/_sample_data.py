@@ -26,5 +26,6 @@ def phantom() -> list[tuple]:
         "metadata": {METADATA_KEY: geo, "sam2_med_label_names": dict(truth.names)},
         "visible": False,
         "opacity": 0.4,
+        "units": ("mm", "mm", "mm"),
     }
     return [image, (geo.to_data(truth.array), labels_kwargs, "labels")]

@@ -45,6 +45,7 @@ AREA_JUMP = 0.5
 POSITIVE_LAYER = "sam2 prompts (+)"
 NEGATIVE_LAYER = "sam2 prompts (-)"
 BOX_LAYER = "sam2 box prompts"
+MM = ("mm", "mm", "mm")
 
 
 @dataclass
@@ -185,19 +186,20 @@ class SegmentationState:
                 affine=self.image_layer.affine.affine_matrix,
                 metadata={METADATA_KEY: self.geometry, "sam2_med_label_names": {}},
                 opacity=0.5,
+                units=MM,
             )
         self._update_label_names()
         if POSITIVE_LAYER not in viewer.layers:
             viewer.add_points(
-                np.zeros((0, 3)), ndim=3, name=POSITIVE_LAYER, face_color="lime", size=4
+                np.zeros((0, 3)), ndim=3, name=POSITIVE_LAYER, face_color="lime", size=4, units=MM
             )
         if NEGATIVE_LAYER not in viewer.layers:
             viewer.add_points(
-                np.zeros((0, 3)), ndim=3, name=NEGATIVE_LAYER, face_color="red", size=4
+                np.zeros((0, 3)), ndim=3, name=NEGATIVE_LAYER, face_color="red", size=4, units=MM
             )
         if BOX_LAYER not in viewer.layers:
             viewer.add_shapes(
-                ndim=3, name=BOX_LAYER, edge_color="yellow", face_color="transparent", edge_width=1
+                ndim=3, name=BOX_LAYER, edge_color="yellow", face_color="transparent", edge_width=1, units=MM
             )
 
     # -- objects -----------------------------------------------------------------------------

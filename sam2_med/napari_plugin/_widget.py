@@ -42,17 +42,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._layers import default_contrast_limits, geometry_of
+from ._layers import display_limits, geometry_of
 from ._state import SegmentationState
 
 AXES = ("axial", "coronal", "sagittal")
 
 
 def _ct_window_names() -> list[str]:
-    try:
-        from ..intensity import CT_WINDOWS  # type: ignore[attr-defined]
-    except ImportError:
-        return []
+    from ..intensity import CT_WINDOWS
+
     return list(CT_WINDOWS)
 
 
@@ -134,10 +132,14 @@ class Sam2MedWidget(QWidget):
         self.axis_combo = QComboBox()
         self.axis_combo.addItems(AXES)
         self.window_combo = QComboBox()
-        self.window_combo.addItems(["auto", *_ct_window_names()])
+        self.window_combo.addItems(["auto", *_ct_window_names(), "dicom", "percentile"])
+        self.window_combo.setToolTip(
+            "intensity the model sees (and the display shows): auto = CT soft tissue or MR "
+            "percentiles; CT presets in HU; dicom = the window stored in the file"
+        )
         imf.addRow("image", self.image_combo)
         imf.addRow("axis", self.axis_combo)
-        imf.addRow("CT window", self.window_combo)
+        imf.addRow("window", self.window_combo)
         root.addWidget(image_box)
 
         obj_box = QGroupBox("Objects")
@@ -412,13 +414,11 @@ class Sam2MedWidget(QWidget):
         layer, vol = self.state.image_layer, self.state.volume
         if layer is None or vol is None:
             return
-        from ._layers import ct_window_limits
-
-        limits = None
-        if self.state.window != "auto" and vol.modality == "CT":
-            limits = ct_window_limits(self.state.window)
-        if limits is None:
-            limits = default_contrast_limits(vol)
+        try:
+            limits = display_limits(vol, self.state.window)
+        except ValueError as err:  # e.g. "dicom" on an image without a stored window
+            _notify_error(_describe_error(err))
+            return
         layer.contrast_limits = list(limits)
 
     # ----------------------------------------------------------------------------- objects

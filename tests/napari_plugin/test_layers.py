@@ -76,6 +76,5 @@ def test_image_layer_data_is_a_view_with_geometry():
 def test_ct_contrast_limits_come_from_a_window():
     vol = Volume(np.full((3, 3, 3), -1000, np.int16), np.eye(4), modality="CT")
     _, kwargs, _ = image_layer_data(vol, name="ct")
-    lo, hi = kwargs["contrast_limits"]
-    # a CT window in HU (not the data range, which is a single value here)
-    assert lo < 0 < hi and hi - lo >= 100
+    # the soft-tissue preset W400/L40 in HU (not the data range, a single value here)
+    assert kwargs["contrast_limits"] == [-160.0, 240.0]
