@@ -162,7 +162,9 @@ def apply_window(
         elif x >  c - 0.5 + (w - 1) / 2:  y = 1
         else:                             y = ((x - (c - 0.5)) / (w - 1) + 0.5)
 
-    which, the function being continuous, equals ``clip(((x - (c - 0.5)) / (w - 1) + 0.5), 0, 1)``.
+    which, the function being continuous, equals ``clip(((x - (c - 0.5)) / (w - 1) + 0.5), 0, 1)``:
+    black at ``x <= c - w/2``, white from ``x >= c + w/2 - 1`` (for 40/400 HU: -160 and 239;
+    the "-0.5"/"-1" make the ramp span exactly ``w`` integer stored values).
     With ``function="linear_exact"`` it is PS3.3 C.11.2.1.3.2: ``clip((x - c) / w + 0.5, 0, 1)``,
     so ``c - w/2`` maps to exactly 0 and ``c + w/2`` to exactly 1.
 
@@ -212,6 +214,14 @@ def _apply_range(array: np.ndarray, low: float, high: float) -> np.ndarray:
     return _ramp(array, *_range_ramp(low, high))
 
 
+def _lattice_step(shape: tuple[int, ...], max_samples: int) -> int:
+    """Smallest step ``n`` with ``prod(ceil(s / n)) <= max_samples``."""
+    step = max(1, int((float(np.prod(shape)) / max_samples) ** (1.0 / len(shape))))
+    while np.prod([-(-n // step) for n in shape]) > max_samples:
+        step += 1
+    return step
+
+
 def volume_percentiles(
     array: np.ndarray,
     lower: float = DEFAULT_PERCENTILES[0],
@@ -232,9 +242,11 @@ def volume_percentiles(
         Only voxels where ``mask`` is true count (pass ``array != 0`` to ignore zero-filled
         background, common in skull-stripped MR). ``None``: every voxel counts.
     max_samples : int or None
-        If more voxels than this would count, take every ``n``-th voxel in C order (``n`` the
-        smallest stride giving at most ``max_samples``): deterministic and cheap, and for
-        robust percentiles such as 0.5/99.5 within noise of the full result. ``None``: all voxels.
+        If the array has more voxels than this, use every ``n``-th voxel along *each* axis
+        (``n`` the smallest step giving at most ``max_samples`` voxels): a regular 3D lattice,
+        deterministic, cheap, free of the aliasing a flat C-order stride has (which can land
+        on a few planes), and for robust percentiles such as 0.5/99.5 within noise of the full
+        result. ``None``: all voxels.
 
     Returns
     -------
@@ -255,12 +267,12 @@ def volume_percentiles(
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != values.shape:
             raise ValueError(f"mask shape {mask.shape} differs from array shape {values.shape}")
-        values = values[mask]
-    else:
-        values = values.reshape(-1)
-    if max_samples is not None and values.size > max_samples:
-        stride = -(-values.size // max_samples)
-        values = values[::stride]
+    if max_samples is not None and values.ndim > 0 and values.size > max(int(max_samples), 1):
+        step = _lattice_step(values.shape, max(int(max_samples), 1))
+        lattice = (slice(None, None, step),) * values.ndim
+        values = values[lattice]
+        mask = None if mask is None else mask[lattice]
+    values = values[mask] if mask is not None else values.reshape(-1)
     values = values.astype(np.float64, copy=False)
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -465,6 +477,25 @@ class IntensityTransform:
             assert self.low is not None and self.high is not None
             return _apply_range(array, self.low, self.high)
         return _ramp(array, 0.0, 1.0, 0.0)
+
+    @property
+    def limits(self) -> tuple[float, float]:
+        """Input values ``(black, white)`` at which the output reaches 0 and 1.
+
+        In the volume's units; e.g. a display's contrast limits. For the DICOM linear window
+        these are ``c - 0.5 -+ (w - 1) / 2``, i.e. ``(c - w/2, c + w/2 - 1)``.
+
+        >>> IntensityTransform.preset("soft_tissue").limits
+        (-160.0, 239.0)
+        """
+        if self.kind == "window":
+            assert self.center is not None and self.width is not None
+            pivot, denom, mid = _window_ramp(self.center, self.width, self.function)
+            return pivot - mid * denom, pivot + (1.0 - mid) * denom
+        if self.kind in ("percentile", "range"):
+            assert self.low is not None and self.high is not None
+            return self.low, self.high
+        return 0.0, 1.0
 
     @property
     def parameters(self) -> dict[str, float | str]:

@@ -147,6 +147,29 @@ def test_percentile_subsample_close_to_full() -> None:
     assert sub == pytest.approx(full, abs=0.1)
 
 
+def test_percentile_subsample_is_a_lattice_not_a_flat_stride() -> None:
+    # a flat C-order stride of 3 would see only the k = 0 plane here
+    x = np.broadcast_to(np.arange(3.0), (50, 50, 3))
+    assert volume_percentiles(x, 0, 100, max_samples=2500) == (0.0, 2.0)
+    mask = np.ones(x.shape, dtype=bool)
+    assert volume_percentiles(x, 0, 100, mask=mask, max_samples=2500) == (0.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("transform", "limits"),
+    [
+        (IntensityTransform.preset("soft_tissue"), (-160.0, 239.0)),
+        (IntensityTransform.preset("lung", function="linear_exact"), (-1350.0, 150.0)),
+        (IntensityTransform.fixed_range(-5, 7), (-5.0, 7.0)),
+        (IntensityTransform.identity(), (0.0, 1.0)),
+    ],
+)
+def test_transform_limits_map_to_zero_and_one(transform, limits) -> None:
+    assert transform.limits == pytest.approx(limits)
+    y = transform(np.array(transform.limits))
+    assert y.tolist() == [0.0, 1.0]
+
+
 def test_rescale_minmax() -> None:
     assert rescale_minmax(np.array([2, 4, 6])).tolist() == [0.0, 0.5, 1.0]
     assert rescale_minmax(np.full((2, 2), 7.0)).tolist() == [[0.0, 0.0], [0.0, 0.0]]
