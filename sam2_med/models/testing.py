@@ -7,13 +7,14 @@ no weights to download.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 from transformers import Sam2VideoConfig, Sam2VideoModel
 
-__all__ = ["TINY_ARCH", "arch_to_config", "random_model", "tiny_config"]
+from .arch import arch_to_config
+
+__all__ = ["TINY_ARCH", "perturb_parameters", "random_model", "tiny_config"]
 
 #: The reduced SAM 2.1-like architecture of :func:`tiny_config`, in the ``arch=`` format that
 #: :func:`sam2_med.models.load_model` accepts (see :func:`arch_to_config` for the keys).
@@ -47,133 +48,6 @@ TINY_ARCH: dict[str, Any] = {
     "proj_tpos_enc_in_obj_ptrs": True,
     "multimask_output_for_tracking": True,
 }
-
-# Architecture of SAM 2.1 hiera-tiny at 1024 px (Meta's sam2.1_hiera_t.yaml); the defaults every
-# ``arch`` dict is completed from.
-_DEFAULT_ARCH: dict[str, Any] = {
-    "image_size": 1024,
-    "embed_dim": 96,
-    "num_heads": 1,
-    "stages": [1, 2, 7, 2],
-    "global_att_blocks": [5, 7, 9],
-    "window_spec": [8, 4, 14, 7],
-    "window_pos_embed_bkg_spatial_size": [7, 7],
-    "d_model": 256,
-    "mem_dim": 64,
-    "mask_decoder_mlp_dim": 2048,
-    "mask_decoder_heads": 8,
-    "mask_decoder_attention_downsample_rate": 2,
-    "iou_head_hidden_dim": 256,
-    "memory_attention_layers": 4,
-    "memory_attention_downsample_rate": 1,
-    "memory_attention_ffn_dim": 2048,
-    "mask_downsampler_stride": 2,
-    "memory_fuser_layers": 2,
-    "memory_fuser_intermediate_dim": 1024,
-    "num_maskmem": 7,
-    "no_obj_embed_spatial": True,
-    "proj_tpos_enc_in_obj_ptrs": True,
-    "multimask_output_for_tracking": True,
-}
-
-
-def arch_to_config(arch: dict[str, Any]) -> Sam2VideoConfig:
-    """Build a transformers configuration from an architecture dictionary.
-
-    Parameters
-    ----------
-    arch
-        Architecture in sam2-med's ``arch`` format; missing keys take SAM 2.1 hiera-tiny values.
-        Keys: ``image_size`` (input side in pixels, a multiple of 32), ``embed_dim`` and
-        ``num_heads`` (first Hiera stage; both double at every stage), ``stages`` (blocks per
-        stage, four stages), ``global_att_blocks`` (indices over all blocks),
-        ``window_spec``, ``window_pos_embed_bkg_spatial_size``, ``d_model`` (width of neck,
-        prompt encoder, mask decoder and memory attention; a multiple of ``mem_dim`` above it),
-        ``mem_dim`` (memory channels; the transformers port requires 64), ``mask_decoder_mlp_dim``, ``mask_decoder_heads``,
-        ``mask_decoder_attention_downsample_rate``,
-        ``iou_head_hidden_dim``, ``memory_attention_layers``, ``memory_attention_downsample_rate``,
-        ``memory_attention_ffn_dim``,
-        ``mask_downsampler_stride`` (2 or 4; total stride is 16), ``memory_fuser_layers``,
-        ``memory_fuser_intermediate_dim``, ``num_maskmem``, ``no_obj_embed_spatial``,
-        ``proj_tpos_enc_in_obj_ptrs``, ``multimask_output_for_tracking``.
-
-    Returns
-    -------
-    transformers.Sam2VideoConfig
-        A configuration whose sizes (backbone feature sizes, RoPE feature sizes, prompt encoder
-        image size) all follow ``image_size``.
-
-    Raises
-    ------
-    ValueError
-        An unknown key, an image size that is not a positive multiple of 32, or widths the
-        transformers port cannot run.
-    """
-    unknown = sorted(set(arch) - set(_DEFAULT_ARCH))
-    if unknown:
-        raise ValueError(f"unknown architecture keys {unknown}; known: {sorted(_DEFAULT_ARCH)}")
-    a = {**copy.deepcopy(_DEFAULT_ARCH), **copy.deepcopy(arch)}
-    size = int(a["image_size"])
-    if size <= 0 or size % 32:
-        raise ValueError(f"image_size must be a positive multiple of 32, got {size}")
-    if a["mem_dim"] != 64:
-        raise ValueError("mem_dim must be 64: the transformers SAM 2 port hard-codes it")
-    if a["d_model"] <= a["mem_dim"] or a["d_model"] % a["mem_dim"]:
-        # the transformers port only handles object pointers split into d_model / mem_dim tokens
-        raise ValueError(f"d_model must be a multiple of mem_dim above it, got {a['d_model']}")
-    if len(a["stages"]) != 4:
-        raise ValueError(f"stages must list four stages, got {a['stages']}")
-    dims = [a["embed_dim"] * 2**i for i in range(4)]
-    heads = [a["num_heads"] * 2**i for i in range(4)]
-    d = a["d_model"]
-    vision = {
-        "model_type": "sam2_vision_model",
-        "backbone_config": {
-            "model_type": "sam2_hiera_det_model",
-            "hidden_size": a["embed_dim"],
-            "num_attention_heads": a["num_heads"],
-            "image_size": [size, size],
-            "blocks_per_stage": list(a["stages"]),
-            "embed_dim_per_stage": dims,
-            "num_attention_heads_per_stage": heads,
-            "window_size_per_stage": list(a["window_spec"]),
-            "global_attention_blocks": list(a["global_att_blocks"]),
-            "window_positional_embedding_background_size": list(
-                a["window_pos_embed_bkg_spatial_size"]
-            ),
-        },
-        "backbone_channel_list": dims[::-1],
-        "backbone_feature_sizes": [[size // 4] * 2, [size // 8] * 2, [size // 16] * 2],
-        "fpn_hidden_size": d,
-    }
-    return Sam2VideoConfig(
-        vision_config=vision,
-        prompt_encoder_config={"hidden_size": d, "image_size": size, "patch_size": 16},
-        mask_decoder_config={
-            "hidden_size": d,
-            "mlp_dim": a["mask_decoder_mlp_dim"],
-            "num_attention_heads": a["mask_decoder_heads"],
-            "attention_downsample_rate": a["mask_decoder_attention_downsample_rate"],
-            "iou_head_hidden_dim": a["iou_head_hidden_dim"],
-        },
-        image_size=size,
-        num_maskmem=a["num_maskmem"],
-        enable_occlusion_spatial_embedding=bool(a["no_obj_embed_spatial"]),
-        enable_temporal_pos_encoding_for_object_pointers=bool(a["proj_tpos_enc_in_obj_ptrs"]),
-        multimask_output_for_tracking=bool(a["multimask_output_for_tracking"]),
-        memory_attention_hidden_size=d,
-        memory_attention_num_layers=a["memory_attention_layers"],
-        memory_attention_downsample_rate=a["memory_attention_downsample_rate"],
-        memory_attention_feed_forward_hidden_size=a["memory_attention_ffn_dim"],
-        memory_attention_rope_feat_sizes=[size // 16, size // 16],
-        memory_encoder_hidden_size=d,
-        memory_encoder_output_channels=a["mem_dim"],
-        mask_downsampler_embed_dim=d,
-        mask_downsampler_stride=a["mask_downsampler_stride"],
-        memory_fuser_num_layers=a["memory_fuser_layers"],
-        memory_fuser_embed_dim=d,
-        memory_fuser_intermediate_dim=a["memory_fuser_intermediate_dim"],
-    )
 
 
 def tiny_config(image_size: int = 128, **overrides: Any) -> Sam2VideoConfig:
@@ -240,7 +114,9 @@ def random_model(
     -------
     transformers.Sam2VideoModel
         In eval mode, on the CPU, float32, with every parameter perturbed (no exact zeros, so a
-        wrong key mapping cannot hide behind zero-initialised tensors).
+        wrong key mapping cannot hide behind zero-initialised tensors), and the two copies of the
+        prompt Fourier matrix equal, as in every model converted from Meta's format (so
+        :func:`sam2_med.models.save_meta_checkpoint` can write it).
     """
     state = torch.random.get_rng_state()
     try:
@@ -251,4 +127,9 @@ def random_model(
     perturb_parameters(model, seed=seed)
     with torch.no_grad():
         model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(object_score_bias)
+        # Meta's checkpoints hold one random Fourier matrix for prompts and image positions;
+        # transformers keeps two copies, which every converted model has equal.
+        model.prompt_encoder.shared_embedding.positional_embedding.copy_(
+            model.shared_image_embedding.positional_embedding
+        )
     return model.eval()

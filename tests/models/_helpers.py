@@ -31,7 +31,9 @@ def propagate_points(
     Returns
     -------
     dict
-        ``{"forward": {t: logits}, "reverse": {t: logits}}`` with (1, 1, S/4, S/4) low-res logits.
+        ``{"forward": {t: logits}, "reverse": {t: logits}}`` with (1, 1, S/4, S/4) low-res
+        logits in the order the frames were produced, and ``"object_score_logits"``:
+        ``{"forward": {t: float}, "reverse": {t: float}}``.
     """
     size = video.shape[-1]
     sess = Sam2VideoInferenceSession(
@@ -48,11 +50,15 @@ def propagate_points(
     )
     sess.obj_with_new_inputs = [1]
     out: dict[str, dict[int, torch.Tensor]] = {"forward": {}, "reverse": {}}
+    scores: dict[str, dict[int, float]] = {"forward": {}, "reverse": {}}
+    directions = [("forward", False), ("reverse", True)] if reverse_too else [("forward", False)]
     with torch.inference_mode():
         model(sess, frame_idx=frame)
-        for o in model.propagate_in_video_iterator(sess, start_frame_idx=frame):
-            out["forward"][o.frame_idx] = o.pred_masks.clone()
-        if reverse_too:
-            for o in model.propagate_in_video_iterator(sess, start_frame_idx=frame, reverse=True):
-                out["reverse"][o.frame_idx] = o.pred_masks.clone()
+        for name, reverse in directions:
+            for o in model.propagate_in_video_iterator(
+                sess, start_frame_idx=frame, reverse=reverse
+            ):
+                out[name][o.frame_idx] = o.pred_masks.clone()
+                scores[name][o.frame_idx] = float(o.object_score_logits.reshape(-1)[0])
+    out["object_score_logits"] = scores  # type: ignore[assignment]
     return out

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sam2_med.models import LoadedModel, random_model, tiny_config
-from sam2_med.models.testing import arch_to_config
+from sam2_med.models.arch import arch_to_config
 
 from ._helpers import propagate_points
 

@@ -1,0 +1,65 @@
+"""Acceptance: a Meta-format checkpoint, loaded by sam2-med, reproduces Meta's own predictor.
+
+The fixture (tests/fixtures/parity, made by scripts/make_parity_fixture.py with Meta's sam2
+1.1.0) holds a reduced SAM 2.1 with random weights, a 20-frame clip, a box + click prompt on
+frame 9, and Meta's low-resolution logits propagating forward then reverse in one state.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sam2_med.models import TINY_ARCH, load_model
+
+from ._helpers import propagate_points
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
+TOLERANCE = 1e-4
+
+
+def clip_to_pixels(clip: np.ndarray, mean: list[float], std: list[float]) -> torch.Tensor:
+    """uint8 (T, S, S) -> float32 (T, 3, S, S), exactly as the fixture script does."""
+    x = torch.from_numpy(clip).float().div(255.0)[:, None].expand(-1, 3, -1, -1)
+    m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+    s = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    return ((x - m) / s).contiguous()
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    return json.loads((FIXTURE / "config.json").read_text())
+
+
+def test_fixture_arch_is_the_tiny_arch(config: dict) -> None:
+    assert config["arch"] == TINY_ARCH
+    assert (FIXTURE / "meta_reduced.pt").stat().st_size < 1.5e6
+
+
+def test_transformers_reproduces_meta_logits(config: dict) -> None:
+    lm = load_model(checkpoint=FIXTURE / "meta_reduced.pt", arch=config["arch"])
+    assert (lm.name, lm.image_size) == ("custom", 128)
+    clip = np.load(FIXTURE / "clip.npy")
+    pixels = clip_to_pixels(clip, config["pixels"]["mean"], config["pixels"]["std"])
+    p = config["prompt"]
+    got = propagate_points(
+        lm.model, pixels, p["frame"], p["transformers_points_xy"], p["transformers_labels"]
+    )
+    ref = np.load(FIXTURE / "reference.npz")
+    worst = 0.0
+    for direction in ("forward", "reverse"):
+        frames = ref[f"{direction}_frames"].tolist()
+        assert list(got[direction]) == frames
+        for i, t in enumerate(frames):
+            logits = got[direction][t][0, 0].numpy()
+            worst = max(worst, float(np.abs(logits - ref[f"{direction}_logits"][i]).max()))
+            score = got["object_score_logits"][direction][t]
+            assert score == pytest.approx(
+                float(ref[f"{direction}_object_score_logits"][i]), abs=1e-4
+            )
+    assert worst <= TOLERANCE, f"max |logit difference| {worst:.3g} > {TOLERANCE}"
+    assert (ref["forward_logits"] > 0).any(axis=(1, 2)).all()  # the masks are not empty
