@@ -14,6 +14,14 @@ Conventions
   flipped or resampled, and ``layer.data_to_world(ijk[axes]) == volume.affine @ ijk``.
 * Everything that crosses into the core (prompts, masks, exports) is in the volume's own voxel
   order ``(i, j, k)``; :func:`voxel_to_data` and :func:`data_to_voxel` convert indices.
+* **Oblique volumes** (voxel axes not parallel to RAS axes): napari cannot slice obliquely; it
+  drops the out-of-slice rotation and warns on every slider move, so what it would draw under
+  the cursor is not the voxel at the cursor's world position. sam2-med therefore shows an
+  oblique volume on its own voxel grid: the *display* affine keeps each axis' spacing, sign
+  and the volume's true centre but drops the rotation (recorded as
+  :attr:`LayerGeometry.oblique_degrees`). Clicks map to voxels through that same display
+  affine, so a prompt lands on the voxel drawn under it; exports always use the volume's true
+  affine. For non-oblique volumes the display affine *is* the volume affine.
 
 Nothing here imports napari; the functions are small and pure so they are tested without a GUI.
 """
@@ -60,6 +68,51 @@ def display_axes(affine: np.ndarray) -> tuple[int, int, int]:
     return tuple(int(a) for a in np.argsort(world_of_voxel))  # type: ignore[return-value]
 
 
+def display_affine(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, float]:
+    """The affine napari displays a volume with, and the rotation it drops (degrees).
+
+    Parameters
+    ----------
+    affine : (4, 4) array_like
+        Voxel -> RAS mm.
+    shape : tuple of int
+        ``(I, J, K)``: the display keeps the centre of this grid where ``affine`` puts it.
+
+    Returns
+    -------
+    display : (4, 4) float64 ndarray
+        ``affine`` itself when the volume is not oblique; otherwise each voxel axis along the
+        RAS axis closest to it (same sign, same spacing), with the grid centre unmoved.
+    degrees : float
+        Largest angle between a voxel axis and its display axis (0 if not oblique).
+
+    Examples
+    --------
+    >>> d, deg = display_affine(np.diag([2.0, -1.0, 3.0, 1.0]), (4, 4, 4))
+    >>> deg, bool(np.allclose(d, np.diag([2.0, -1.0, 3.0, 1.0])))
+    (0.0, True)
+    """
+    from ..geometry import is_oblique
+
+    a = np.asarray(affine, dtype=np.float64)
+    if not is_oblique(a):
+        return a.copy(), 0.0
+    ornt = io_orientation(a)
+    cols = a[:3, :3]
+    spacing = np.linalg.norm(cols, axis=0)
+    m = np.zeros((3, 3))
+    degrees = 0.0
+    for v, (w, sign) in enumerate(ornt.astype(int)):
+        m[w, v] = sign * spacing[v]
+        cos = abs(cols[w, v]) / spacing[v]
+        degrees = max(degrees, float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))))
+    out = np.eye(4)
+    out[:3, :3] = m
+    centre = (np.asarray(shape, dtype=np.float64) - 1.0) / 2.0
+    out[:3, 3] = (cols @ centre + a[:3, 3]) - m @ centre
+    return out, degrees
+
+
 def layer_affine(affine: np.ndarray, axes: tuple[int, int, int]) -> np.ndarray:
     """The napari layer affine for data ``array.transpose(axes)``: columns permuted.
 
@@ -101,11 +154,56 @@ class LayerGeometry:
         The layer data is ``volume.array.transpose(axes)``.
     source : str or None
         The path opened, if any.
+    display : (4, 4) ndarray or None
+        Voxel ``(i, j, k)`` -> napari world mm as displayed; ``None`` means ``volume.affine``
+        (see :func:`display_affine`: they differ only for oblique volumes).
+    oblique_degrees : float
+        The rotation the display drops (0 for non-oblique volumes).
     """
 
     volume: Volume
     axes: tuple[int, int, int]
     source: str | None = None
+    display: np.ndarray | None = None
+    oblique_degrees: float = 0.0
+
+    @classmethod
+    def for_volume(cls, volume: Volume, source: str | None = None) -> LayerGeometry:
+        """Geometry of a layer showing ``volume`` (display affine, axes that line up)."""
+        disp, degrees = display_affine(volume.affine, volume.shape)
+        return cls(
+            volume=volume,
+            axes=display_axes(disp),
+            source=source,
+            display=None if degrees == 0.0 else disp,
+            oblique_degrees=degrees,
+        )
+
+    @property
+    def display_affine(self) -> np.ndarray:
+        """(4, 4) voxel ``(i, j, k)`` -> napari world mm, as the layer is drawn."""
+        return self.volume.affine if self.display is None else self.display
+
+    @property
+    def layer_affine(self) -> np.ndarray:
+        """(4, 4) napari layer affine: layer data index -> world mm."""
+        return layer_affine(self.display_affine, self.axes)
+
+    def world_to_voxel(self, xyz: np.ndarray) -> np.ndarray:
+        """napari world mm ``(..., 3)`` -> index ``(i, j, k)`` of the voxel drawn there.
+
+        The voxel containing the point (voxel ``n`` spans ``[n - 0.5, n + 0.5)``); for
+        non-oblique volumes that is the voxel containing the RAS position.
+        """
+        from ..geometry import world_to_voxel
+
+        return world_to_voxel(self.display_affine, np.asarray(xyz, np.float64), containing=True)
+
+    def voxel_to_world(self, ijk: np.ndarray) -> np.ndarray:
+        """Voxel indices ``(..., 3)`` -> napari world mm ``(..., 3)`` as displayed."""
+        from ..geometry import voxel_to_world
+
+        return voxel_to_world(self.display_affine, ijk)
 
     def to_data(self, array: np.ndarray) -> np.ndarray:
         """A volume-ordered ``(I, J, K)`` array as layer data (a view)."""
@@ -150,12 +248,11 @@ def image_layer_data(
         ``data`` is a read-only transposed view of ``volume.array``; ``kwargs`` carries the
         layer affine and ``metadata["sam2_med"]`` (a :class:`LayerGeometry`).
     """
-    axes = display_axes(volume.affine)
-    geo = LayerGeometry(volume=volume, axes=axes, source=source)
+    geo = LayerGeometry.for_volume(volume, source=source)
     limits = contrast_limits if contrast_limits is not None else display_limits(volume)
     kwargs: dict[str, Any] = {
         "name": name,
-        "affine": layer_affine(volume.affine, axes),
+        "affine": geo.layer_affine,
         "metadata": {METADATA_KEY: geo},
         "colormap": "gray",
         "contrast_limits": [float(limits[0]), float(limits[1])],
@@ -191,23 +288,6 @@ def display_limits(volume: Volume, window: str | None = "auto") -> tuple[float, 
         return float(t.low), float(t.high)
     lo, hi = float(np.nanmin(volume.array)), float(np.nanmax(volume.array))
     return lo, hi if hi > lo else lo + 1.0
-
-
-def world_to_voxel(volume: Volume, xyz: np.ndarray) -> np.ndarray:
-    """World RAS mm ``(..., 3)`` (napari world axes x, y, z) -> index of the containing voxel.
-
-    Parameters
-    ----------
-    volume : Volume
-    xyz : (..., 3) array_like
-        napari world coordinates, e.g. a click position or a Points layer's world positions.
-
-    Returns
-    -------
-    (..., 3) ndarray of int64
-        Volume voxel indices ``(i, j, k)``; voxel ``n`` spans ``[n - 0.5, n + 0.5)``.
-    """
-    return volume.world_to_voxel(np.asarray(xyz, dtype=np.float64), containing=True)
 
 
 def layer_world_coords(layer: Any, data: np.ndarray | None = None) -> np.ndarray:

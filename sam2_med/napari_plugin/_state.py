@@ -34,7 +34,6 @@ from ._layers import (
     LayerGeometry,
     geometry_of,
     layer_world_coords,
-    world_to_voxel,
 )
 
 #: A slice is suspicious when its object score is below this (a logit: < 0 means "no object").
@@ -183,7 +182,7 @@ class SegmentationState:
             self.labels_layer = viewer.add_labels(
                 self.geometry.to_data(self.labels_array),
                 name=f"{self.image_layer.name} segmentation",
-                affine=self.image_layer.affine.affine_matrix,
+                affine=self.geometry.layer_affine,
                 metadata={METADATA_KEY: self.geometry, "sam2_med_label_names": {}},
                 opacity=0.5,
                 units=MM,
@@ -199,7 +198,12 @@ class SegmentationState:
             )
         if BOX_LAYER not in viewer.layers:
             viewer.add_shapes(
-                ndim=3, name=BOX_LAYER, edge_color="yellow", face_color="transparent", edge_width=1, units=MM
+                ndim=3,
+                name=BOX_LAYER,
+                edge_color="yellow",
+                face_color="transparent",
+                edge_width=1,
+                units=MM,
             )
 
     # -- objects -----------------------------------------------------------------------------
@@ -258,7 +262,7 @@ class SegmentationState:
         the voxel bounding box of its corners on its slice.
         """
         vol = self.volume
-        if vol is None:
+        if vol is None or self.geometry is None:
             return []
         axis = self.axis_index()
         layers = self.viewer.layers
@@ -268,7 +272,7 @@ class SegmentationState:
             for verts, kind in zip(shapes.data, shapes.shape_type, strict=True):
                 if kind not in ("rectangle", "polygon"):
                     continue
-                ijk = world_to_voxel(vol, layer_world_coords(shapes, verts))
+                ijk = self.geometry.world_to_voxel(layer_world_coords(shapes, verts))
                 ijk = np.clip(ijk, 0, np.array(vol.shape) - 1)
                 k = int(np.round(np.median(ijk[:, axis])))
                 lo, hi = ijk.min(axis=0), ijk.max(axis=0)
@@ -277,7 +281,7 @@ class SegmentationState:
         pts, labs = [], []
         for name, value in ((POSITIVE_LAYER, 1), (NEGATIVE_LAYER, 0)):
             if name in layers and len(layers[name].data):
-                ijk = world_to_voxel(vol, layer_world_coords(layers[name]))
+                ijk = self.geometry.world_to_voxel(layer_world_coords(layers[name]))
                 pts.append(ijk)
                 labs.append(np.full(len(ijk), value, dtype=np.int64))
         if pts:
@@ -346,18 +350,18 @@ class SegmentationState:
     # -- navigation --------------------------------------------------------------------------
     def current_slice(self) -> int:
         """The slice index (along the session axis) the viewer shows now."""
-        assert self.volume is not None
+        assert self.volume is not None and self.geometry is not None
         point = np.asarray(self.viewer.dims.point[-3:], dtype=np.float64)
-        k = int(world_to_voxel(self.volume, point)[self.axis_index()])
+        k = int(self.geometry.world_to_voxel(point)[self.axis_index()])
         return int(np.clip(k, 0, self.n_slices() - 1))
 
     def go_to_slice(self, k: int) -> None:
         """Move the viewer's slider to slice ``k`` along the session axis."""
-        assert self.volume is not None
+        assert self.volume is not None and self.geometry is not None
         axis = self.axis_index()
         centre = (np.array(self.volume.shape, dtype=np.float64) - 1) / 2
         centre[axis] = k
-        world = self.volume.voxel_to_world(centre)
+        world = self.geometry.voxel_to_world(centre)
         wa = self.world_axis()
         self.viewer.dims.set_point(wa, float(world[wa]))
 

@@ -78,3 +78,25 @@ def test_ct_contrast_limits_come_from_a_window():
     _, kwargs, _ = image_layer_data(vol, name="ct")
     # the soft-tissue preset W400/L40 in HU (not the data range, a single value here)
     assert kwargs["contrast_limits"] == [-160.0, 240.0]
+
+
+def test_oblique_volume_is_displayed_on_its_grid_around_its_true_centre():
+    theta = np.deg2rad(15)
+    rot = np.array(
+        [[1, 0, 0], [0, np.cos(theta), -np.sin(theta)], [0, np.sin(theta), np.cos(theta)]]
+    )
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag([-0.9, -0.9, 2.5])
+    aff[:3, 3] = [10.0, -20.0, 30.0]
+    vol = Volume(np.zeros((8, 6, 4), np.int16), aff, modality="CT")
+    geo = LayerGeometry.for_volume(vol)
+    assert geo.oblique_degrees == pytest.approx(15.0, abs=1e-6)
+    disp = geo.display_affine
+    assert np.allclose(disp[:3, :3], np.diag([-0.9, -0.9, 2.5]))
+    centre = (np.array(vol.shape) - 1) / 2
+    assert np.allclose(geo.voxel_to_world(centre), vol.voxel_to_world(centre))
+    # a point maps back to the voxel drawn there
+    ijk = np.array([[1, 2, 3], [7, 0, 0], [4, 5, 2]])
+    assert np.array_equal(geo.world_to_voxel(geo.voxel_to_world(ijk + 0.4)), ijk)
+    # exports keep the true affine
+    assert np.array_equal(geo.volume.affine, aff)

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from sam2_med.napari_plugin._layers import geometry_of, voxel_to_data, world_to_voxel
+from sam2_med.napari_plugin._layers import geometry_of, layer_world_coords, voxel_to_data
 from sam2_med.napari_plugin._reader import get_reader, prefer_sam2med_reader
 from tests.conftest import shared_path
 
@@ -106,9 +106,11 @@ def test_world_point_maps_to_the_voxel_that_contains_it(make_napari_viewer):
     inside = target + rng.uniform(-0.45, 0.45, size=target.shape)
     world = np.array([layer.data_to_world(voxel_to_data(p, axes)) for p in inside])
     points = viewer.add_points(world, name="clicks")  # world coordinates, as a click adds them
-    from sam2_med.napari_plugin._layers import layer_world_coords
-
-    assert np.array_equal(world_to_voxel(vol, layer_world_coords(points)), target)
+    assert geometry_of(layer.metadata).oblique_degrees == 0.0
+    assert np.array_equal(
+        geometry_of(layer.metadata).world_to_voxel(layer_world_coords(points)), target
+    )
+    assert np.array_equal(vol.world_to_voxel(layer_world_coords(points)), target)
     # and napari's own world->data mapping (its cursor readout) agrees
     for w, t in zip(world, target, strict=True):
         assert np.array_equal(np.round(layer.world_to_data(w)).astype(int), voxel_to_data(t, axes))

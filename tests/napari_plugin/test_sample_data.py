@@ -18,6 +18,10 @@ def test_phantom_sample_is_placed_by_its_affine(make_napari_viewer):
     assert geo is not None and geometry_of(truth.metadata) is geo
     vol = geo.volume
     ijk = np.array([0, 1, 2])
-    assert np.allclose(image.data_to_world(voxel_to_data(ijk, geo.axes)), vol.voxel_to_world(ijk))
+    assert np.allclose(image.data_to_world(voxel_to_data(ijk, geo.axes)), geo.voxel_to_world(ijk))
+    # the default phantom is oblique: shown on its voxel grid, centred where it truly is
+    assert geo.oblique_degrees > 5
+    centre = (np.array(vol.shape) - 1) / 2
+    assert np.allclose(geo.voxel_to_world(centre), vol.voxel_to_world(centre))
     assert np.allclose(truth.affine.affine_matrix, image.affine.affine_matrix)
     assert truth.data.shape == image.data.shape and np.any(truth.data)
