@@ -206,3 +206,13 @@ def test_dicom_series_reads_back_as_the_nifti(written) -> None:
     np.testing.assert_array_equal(a_arr, b_arr)
     np.testing.assert_allclose(a_aff, b_aff, atol=0.01)
     assert (dcm.window.center, dcm.window.width) == (40.0, 400.0)
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "RAS"])
+def test_dicom_reads_back_for_axis_aligned_grids(tmp_path, orientation) -> None:
+    written = write_phantom(tmp_path, orientation=orientation, seed=1)
+    dcm = load_volume(written["dicom"])
+    vol, _ = make_phantom(orientation=orientation, seed=1)
+    assert dcm.orientation == orientation
+    np.testing.assert_array_equal(dcm.array, vol.array)
+    np.testing.assert_allclose(dcm.affine, vol.affine, atol=0.01)
