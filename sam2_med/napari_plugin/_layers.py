@@ -276,18 +276,17 @@ def display_limits(volume: Volume, window: str | None = "auto") -> tuple[float, 
     Returns
     -------
     (float, float)
-        ``(center - width / 2, center + width / 2)`` for a window, ``(low, high)`` for a range,
-        in the units of ``volume.array`` (HU for CT).
+        The values the intensity transform maps to black and white
+        (:attr:`sam2_med.intensity.IntensityTransform.limits`), in the units of
+        ``volume.array`` (HU for CT).
     """
     from ..intensity import resolve_intensity
 
-    t = resolve_intensity(volume, window)
-    if t.kind == "window" and t.center is not None and t.width:
-        return t.center - t.width / 2.0, t.center + t.width / 2.0
-    if t.low is not None and t.high is not None and t.high > t.low:
-        return float(t.low), float(t.high)
-    lo, hi = float(np.nanmin(volume.array)), float(np.nanmax(volume.array))
-    return lo, hi if hi > lo else lo + 1.0
+    lo, hi = resolve_intensity(volume, window).limits
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+        lo, hi = float(np.nanmin(volume.array)), float(np.nanmax(volume.array))
+        hi = hi if hi > lo else lo + 1.0
+    return float(lo), float(hi)
 
 
 def layer_world_coords(layer: Any, data: np.ndarray | None = None) -> np.ndarray:

@@ -272,10 +272,14 @@ class Sam2MedWidget(QWidget):
     # ------------------------------------------------------------------------------ models
     def _refresh_models(self) -> None:
         self.model_combo.clear()
-        for name, text in _model_choices():
+        try:
+            choices = _model_choices()
+        except Exception as err:  # torch/transformers missing or broken: say so, keep the UI
+            _notify_error(f"models unavailable: {_describe_error(err)}")
+            choices = []
+        for i, (name, text, licence) in enumerate(choices):
             self.model_combo.addItem(text, name)
-        if not self.model_combo.count():
-            self.model_combo.addItem("(no registered models)", None)
+            self.model_combo.setItemData(i, licence, Qt.ItemDataRole.ToolTipRole)
 
     def set_model(self, model: Any) -> None:
         """Use an already loaded model (a :class:`~sam2_med.models.LoadedModel`)."""
@@ -292,7 +296,7 @@ class Sam2MedWidget(QWidget):
     def _on_load_clicked(self) -> None:
         name = self.model_combo.currentData()
         if not name:
-            _notify_error("no model selected: import a checkpoint file instead")
+            self._on_import_clicked()
             return
         self.load_model(name)
 
@@ -338,28 +342,38 @@ class Sam2MedWidget(QWidget):
     def import_checkpoint(
         self, path: str | os.PathLike[str], *, name: str | None = None, arch: Any = None
     ) -> None:
-        """Import a local checkpoint file and load it.
+        """Load a local checkpoint file (in a worker) and use it.
 
-        With a registry ``name`` (and no ``arch``) the file is imported into the weight cache
-        under that name (:func:`sam2_med.models.import_weights`, which checks it) and loaded
-        from there; otherwise it is loaded straight from the file.
+        Parameters
+        ----------
+        path : path-like
+            A Meta-format SAM 2 / SAM 2.1 / MedSAM2 ``.pt`` file.
+        name : str, optional
+            The registered model it is. The file is imported into the weight cache
+            (:func:`sam2_med.models.import_weights` checks its published checksum) and loaded
+            from there, so next time it is "cached". A file that fails the checksum (a
+            fine-tune) is loaded straight from the file with that model's architecture.
+        arch : dict, optional
+            Architecture of a non-registered checkpoint (``load_model(arch=...)``); without
+            ``name`` and ``arch`` the architecture is recognised from the weights.
         """
         path = os.fspath(path)
-        if name and arch is None:
-            device = self.state.device
+        device = self.state.device
 
-            def job() -> Any:
-                from ..models import import_weights, load_model
+        def job() -> Any:
+            from ..models import ChecksumError, get_spec, import_weights, load_model
 
-                import_weights(path, name)
+            if name and arch is None:
+                try:
+                    import_weights(path, name)
+                except ChecksumError:
+                    spec = get_spec(name)
+                    return load_model(checkpoint=path, arch=spec.arch_dict(), device=device)
                 return load_model(name, device=device)
+            return load_model(checkpoint=path, arch=arch, device=device)
 
-            self.model_status.setText("importing…")
-            self._run(
-                job, generator=False, on_return=self.set_model, what="importing the checkpoint"
-            )
-            return
-        self.load_model(None, checkpoint=path, arch=arch)
+        self.model_status.setText("loading the checkpoint…")
+        self._run(job, generator=False, on_return=self.set_model, what="loading the checkpoint")
 
     # ------------------------------------------------------------------------------- image
     def _refresh_images(self, *_: Any) -> None:
@@ -812,40 +826,26 @@ def _devices() -> list[str]:
     return out
 
 
-def _model_choices() -> list[tuple[str, str]]:
-    """(name, "name | size | licence | weights: yes/no") for every registered model."""
+def _model_choices() -> list[tuple[str | None, str, str]]:
+    """(name, "name | size, px | licence | weights", licence text) per registered model.
+
+    The last entry (name ``None``) stands for a checkpoint file of any architecture.
+    """
+    from ..models import cached_weights, get_spec, list_models
+
     try:
-        from .. import models
-    except ImportError:
-        return []
-    lister = getattr(models, "list_models", None)
-    if lister is None:
-        return []
-    try:
-        specs = list(lister())
-        cached = getattr(models, "cached_weights", None)
-        have = _cached_names(cached() if cached else ())
-    except Exception:
-        return []
-    out = []
-    for spec in specs:
-        name = getattr(spec, "name", str(spec))
-        size = getattr(spec, "image_size", "?")
-        params = getattr(spec, "size", None) or getattr(spec, "sizes", None) or ""
-        lic = getattr(spec, "licence", getattr(spec, "license", "?"))
-        avail = "weights: yes" if name in have else "weights: no"
-        extra = f" | {params}" if params else ""
-        out.append((name, f"{name} | {size} px{extra} | {lic} | {avail}"))
+        cached = {e.name: e.status for e in cached_weights()}
+    except Exception:  # an unreadable cache must not hide the model list
+        cached = {}
+    out: list[tuple[str | None, str, str]] = []
+    for name in list_models():
+        spec = get_spec(name)
+        status = cached.get(name)
+        weights = f"weights: {status}" if status else "weights: not downloaded"
+        text = f"{name} | {spec.size}, {spec.image_size} px | {spec.licence} | {weights}"
+        out.append((name, text, spec.licence_text))
+    out.append((None, "custom checkpoint file…", "the licence of whoever published the file"))
     return out
-
-
-def _cached_names(cached: Any) -> set[str]:
-    if isinstance(cached, dict):
-        return {str(k) for k in cached}
-    names = set()
-    for c in cached or ():
-        names.add(str(getattr(c, "name", c)))
-    return names
 
 
 def _notify_error(message: str) -> None:

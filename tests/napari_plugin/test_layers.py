@@ -76,8 +76,9 @@ def test_image_layer_data_is_a_view_with_geometry():
 def test_ct_contrast_limits_come_from_a_window():
     vol = Volume(np.full((3, 3, 3), -1000, np.int16), np.eye(4), modality="CT")
     _, kwargs, _ = image_layer_data(vol, name="ct")
-    # the soft-tissue preset W400/L40 in HU (not the data range, a single value here)
-    assert kwargs["contrast_limits"] == [-160.0, 240.0]
+    # the soft-tissue preset W400/L40 in HU (not the data range, a single value here), with
+    # the DICOM linear window's black/white points, as the model's frames use it
+    assert kwargs["contrast_limits"] == [-160.0, 239.0]
 
 
 def test_oblique_volume_is_displayed_on_its_grid_around_its_true_centre():
