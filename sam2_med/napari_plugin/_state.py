@@ -294,6 +294,27 @@ class SegmentationState:
                 prompts.append(Prompt("points", int(k), all_pts[sel], all_labs[sel]))
         return prompts
 
+    def add_point_prompt(self, ijk: np.ndarray, *, positive: bool = True) -> None:
+        """Place a point prompt at the centre of voxel ``ijk`` (as a click there would)."""
+        assert self.geometry is not None
+        self.ensure_layers()
+        name = POSITIVE_LAYER if positive else NEGATIVE_LAYER
+        self.viewer.layers[name].add(self.geometry.voxel_to_world(np.asarray(ijk, np.float64)))
+
+    def add_box_prompt(self, corner_a: np.ndarray, corner_b: np.ndarray) -> None:
+        """Draw a rectangle prompt between two voxels of one slice (as dragging would)."""
+        assert self.geometry is not None
+        self.ensure_layers()
+        a = np.asarray(corner_a, np.float64)
+        b = np.asarray(corner_b, np.float64)
+        axis = self.axis_index()
+        u, v = (x for x in range(3) if x != axis)
+        corners = np.repeat(a[None], 4, axis=0)
+        corners[1, v] = b[v]
+        corners[2, [u, v]] = b[[u, v]]
+        corners[3, u] = b[u]
+        self.viewer.layers[BOX_LAYER].add_rectangles(self.geometry.voxel_to_world(corners))
+
     def clear_prompts(self) -> None:
         """Empty the prompt layers (their prompts have reached the session)."""
         layers = self.viewer.layers

@@ -15,25 +15,7 @@ import pytest
 
 @pytest.fixture
 def phantom_file(tmp_path):
-    """Path of the phantom image written by :func:`sam2_med.phantom.write_phantom`."""
-    phantom = pytest.importorskip("sam2_med.phantom")
-    written = phantom.write_phantom(tmp_path / "phantom")
-    return _image_path(written, tmp_path / "phantom")
+    """Path (str) of the phantom NIfTI image written by :func:`sam2_med.phantom.write_phantom`."""
+    from sam2_med.phantom import write_phantom
 
-
-def _image_path(written, folder):
-    """The image file among what ``write_phantom`` returned (its exact return type may vary)."""
-    candidates = []
-    if isinstance(written, dict):
-        candidates = [v for k, v in written.items() if "image" in str(k)]
-    elif isinstance(written, (list, tuple)):
-        candidates = list(written)
-    elif written is not None:
-        candidates = [written]
-    for c in candidates:
-        name = os.fspath(c)
-        if name.endswith((".nii.gz", ".nii")) and "label" not in os.path.basename(name):
-            return name
-    images = sorted(p for p in folder.rglob("*.nii*") if "label" not in p.name)
-    assert images, f"write_phantom wrote no image under {folder}"
-    return str(images[0])
+    return str(write_phantom(tmp_path / "phantom")["image"])
