@@ -10,6 +10,8 @@ What it writes (see tests/fixtures/parity/README.md for the full description):
   (``{"model": state_dict}``), float16 tensors whose values are the exact float32 weights used.
 * ``clip.npy``         the synthetic clip, uint8 (T, S, S).
 * ``reference.npz``    Meta's low-resolution mask logits, forward then reverse from the prompt.
+* ``reference_sam2.0.npz``  the same run with SAM 2.0 behaviour (same weights minus the three
+  SAM 2.1-only tensors, Meta's ``sam2_hiera_t.yaml`` switches).
 * ``config.json``      the reduced architecture in sam2-med's ``arch=`` format, the prompt, and
   the pixel recipe.
 * ``meta_keys.json``   Meta's key -> shape lists of every registry architecture (no weights),
@@ -82,6 +84,9 @@ ARCH = {
     "multimask_output_for_tracking": True,
 }
 
+SAM20_SWITCHES = {"no_obj_embed_spatial": False, "proj_tpos_enc_in_obj_ptrs": False}
+SAM21_ONLY_KEYS = ("no_obj_embed_spatial", "obj_ptr_tpos_proj.weight", "obj_ptr_tpos_proj.bias")
+
 # (registry name, Meta config) for the key lists
 FULL_CONFIGS = {
     "sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
@@ -152,15 +157,14 @@ def arch_overrides(a: dict) -> list[str]:
     return out
 
 
-def build_reduced(a: dict) -> torch.nn.Module:
+def build_reduced(
+    a: dict, config_name: str = "configs/sam2.1/sam2.1_hiera_t.yaml"
+) -> torch.nn.Module:
     """Meta's SAM2VideoPredictor with the reduced architecture, random init (seeded)."""
     from sam2.modeling.sam.mask_decoder import MaskDecoder
     from sam2.modeling.sam.transformer import TwoWayTransformer
 
-    cfg = compose(
-        config_name="configs/sam2.1/sam2.1_hiera_t.yaml",
-        overrides=PREDICTOR_OVERRIDES + arch_overrides(a),
-    )
+    cfg = compose(config_name=config_name, overrides=PREDICTOR_OVERRIDES + arch_overrides(a))
     OmegaConf.resolve(cfg)
     torch.manual_seed(SEED)
     model = instantiate(cfg.model, _recursive_=True)
@@ -314,8 +318,18 @@ def main() -> None:
         ref = run_meta(model, clip_to_pixels(clip), prompt)
     np.savez_compressed(OUT / "reference.npz", **ref)
 
+    # SAM 2.0 behaviour (no temporal encoding of object pointers, no occlusion embedding) from
+    # the same weights: Meta's SAM 2.0 key set is the SAM 2.1 one minus these two tensors.
+    sam20 = build_reduced({**ARCH, **SAM20_SWITCHES}, config_name="configs/sam2/sam2_hiera_t.yaml")
+    sam20.load_state_dict({k: v for k, v in state.items() if k not in SAM21_ONLY_KEYS}, strict=True)
+    with torch.inference_mode():
+        ref20 = run_meta(sam20, clip_to_pixels(clip), prompt)
+    np.savez_compressed(OUT / "reference_sam2.0.npz", **ref20)
+
     config = {
         "arch": ARCH,
+        "sam2.0_arch_overrides": SAM20_SWITCHES,
+        "sam2.1_only_keys": list(SAM21_ONLY_KEYS),
         "prompt": prompt,
         "num_frames": NUM_FRAMES,
         "pixels": {

@@ -2,7 +2,8 @@
 
 The fixture (tests/fixtures/parity, made by scripts/make_parity_fixture.py with Meta's sam2
 1.1.0) holds a reduced SAM 2.1 with random weights, a 20-frame clip, a box + click prompt on
-frame 9, and Meta's low-resolution logits propagating forward then reverse in one state.
+frame 9, and Meta's low-resolution logits propagating forward then reverse in one state, for
+SAM 2.1 and (same weights minus three tensors) SAM 2.0 behaviour.
 """
 
 from __future__ import annotations
@@ -40,8 +41,19 @@ def test_fixture_arch_is_the_tiny_arch(config: dict) -> None:
     assert (FIXTURE / "meta_reduced.pt").stat().st_size < 1.5e6
 
 
-def test_transformers_reproduces_meta_logits(config: dict) -> None:
-    lm = load_model(checkpoint=FIXTURE / "meta_reduced.pt", arch=config["arch"])
+@pytest.mark.parametrize("family", ["sam2.1", "sam2.0"])
+def test_transformers_reproduces_meta_logits(config: dict, family: str, tmp_path: Path) -> None:
+    if family == "sam2.1":
+        lm = load_model(checkpoint=FIXTURE / "meta_reduced.pt", arch=config["arch"])
+        ref = np.load(FIXTURE / "reference.npz")
+    else:  # same weights minus the SAM 2.1-only tensors, SAM 2.0 switches
+        state = torch.load(FIXTURE / "meta_reduced.pt", weights_only=True)["model"]
+        for key in config["sam2.1_only_keys"]:
+            del state[key]
+        torch.save({"model": state}, tmp_path / "sam20.pt")
+        arch = {**config["arch"], **config["sam2.0_arch_overrides"]}
+        lm = load_model(checkpoint=tmp_path / "sam20.pt", arch=arch)
+        ref = np.load(FIXTURE / "reference_sam2.0.npz")
     assert (lm.name, lm.image_size) == ("custom", 128)
     clip = np.load(FIXTURE / "clip.npy")
     pixels = clip_to_pixels(clip, config["pixels"]["mean"], config["pixels"]["std"])
@@ -49,7 +61,6 @@ def test_transformers_reproduces_meta_logits(config: dict) -> None:
     got = propagate_points(
         lm.model, pixels, p["frame"], p["transformers_points_xy"], p["transformers_labels"]
     )
-    ref = np.load(FIXTURE / "reference.npz")
     worst = 0.0
     for direction in ("forward", "reverse"):
         frames = ref[f"{direction}_frames"].tolist()
