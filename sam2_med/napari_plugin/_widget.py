@@ -611,7 +611,8 @@ class Sam2MedWidget(QWidget):
         self.progress.setValue(0)
         self.status.setText(f"{what}…")
         self._update_enabled()
-        worker = create_worker(func, _start_thread=False)
+        # errors are handled by on_error (a notification), not re-raised in the event loop
+        worker = create_worker(func, _start_thread=False, _ignore_errors=True)
         failed: list[BaseException] = []
 
         def on_yield(result: Any) -> None:
