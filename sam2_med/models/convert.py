@@ -341,7 +341,12 @@ def hf_to_meta_state_dict(hf: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
             other = hf.get(_HF_FOURIER[1] if key == _HF_FOURIER[0] else _HF_FOURIER[0])
             comparable = other is not None and other is not value and other.device.type != "meta"
             if comparable and not torch.equal(other, value):
-                raise CheckpointError("the two copies of the prompt Fourier matrix differ")
+                raise CheckpointError(
+                    "the two copies of the prompt Fourier matrix differ "
+                    f"({_HF_FOURIER[0]} vs {_HF_FOURIER[1]}); Meta's format holds one. Every "
+                    "converted model has them equal; a freshly built one does not (copy one "
+                    "into the other, as sam2_med.models.random_model does)"
+                )
             out[_META_FOURIER] = value
             continue
         if key == _HF_POINT:
