@@ -50,7 +50,13 @@ if TYPE_CHECKING:
     from .intensity import IntensityTransform
     from .volume import Volume
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DisplayOrientation", "SliceStream", "display_orientation"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DisplayOrientation",
+    "SliceStream",
+    "display_orientation",
+]
 
 #: ImageNet channel means and standard deviations SAM 2 normalises video frames with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -340,7 +346,9 @@ class SliceStream:
         """
         mask2d = np.asarray(mask2d)
         if mask2d.shape != self.slice_shape:
-            raise ValueError(f"mask shape {mask2d.shape} differs from the slice shape {self.slice_shape}")
+            raise ValueError(
+                f"mask shape {mask2d.shape} differs from the slice shape {self.slice_shape}"
+            )
         disp = np.ascontiguousarray(self.to_display(mask2d != 0))
         s = self.image_size
         rows, cols = self.display_shape

@@ -33,13 +33,9 @@ AFFINES = {
     # DICOM-like: i -> left, j -> posterior, k -> superior (an LPS-stored axial series)
     "LPS": lps_to_ras(_affine(np.diag([0.8, 0.8, 2.5]))),
     # oblique: LPS series tilted 20 degrees about S and 12 about R
-    "oblique": _affine(
-        _rot(0, 12) @ _rot(2, 20) @ np.diag([-0.9, -0.9, 2.0])
-    ),
+    "oblique": _affine(_rot(0, 12) @ _rot(2, 20) @ np.diag([-0.9, -0.9, 2.0])),
     # sagittal acquisition stored permuted: i -> posterior, j -> inferior, k -> right
-    "sagittal_permuted": _affine(
-        np.array([[0.0, 0.0, 1.2], [-0.7, 0.0, 0.0], [0.0, -0.7, 0.0]])
-    ),
+    "sagittal_permuted": _affine(np.array([[0.0, 0.0, 1.2], [-0.7, 0.0, 0.0], [0.0, -0.7, 0.0]])),
 }
 PLANES = ("axial", "coronal", "sagittal")
 # display direction per plane: world step of one row / one column, sign of the component
@@ -62,12 +58,14 @@ def _volume(name: str, shape=(5, 6, 7)) -> Volume:
 def test_voxel_display_round_trip_covers_every_voxel(name: str, plane: str) -> None:
     vol = _volume(name)
     st = SliceStream(vol, axis=plane, image_size=32)
-    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in vol.shape], indexing="ij"), -1).reshape(-1, 3)
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in vol.shape], indexing="ij"), -1).reshape(
+        -1, 3
+    )
     k, r, c = st.voxel_to_display(ijk)
     rows, cols = st.display_shape
     assert r.min() == 0 and r.max() == rows - 1 and c.min() == 0 and c.max() == cols - 1
     # one-to-one: every (k, r, c) distinct
-    assert len({(a, b, d) for a, b, d in zip(k, r, c)}) == ijk.shape[0]
+    assert len({(a, b, d) for a, b, d in zip(k, r, c, strict=True)}) == ijk.shape[0]
     np.testing.assert_array_equal(st.display_to_voxel(k, r, c), ijk)
     # model-pixel round trip too
     k2, xy = st.voxel_to_model_xy(ijk)
@@ -83,7 +81,6 @@ def test_display_runs_in_radiological_directions(name: str, plane: str) -> None:
     vol = _volume(name)
     st = SliceStream(vol, axis=plane, image_size=32)
     assert st.axis_index == display_orientation(vol.affine, plane).axis_index
-    rows, cols = st.display_shape
     w = vol.voxel_to_world(st.display_to_voxel(1, [0, 1, 0], [0, 0, 1]))
     (row_axis, row_sign), (col_axis, col_sign) = EXPECTED[plane]
     down, right = w[1] - w[0], w[2] - w[0]
@@ -118,7 +115,9 @@ def test_display_image_matches_voxel_mapping(name: str) -> None:
 @pytest.mark.parametrize("name", list(AFFINES))
 @pytest.mark.parametrize("plane", PLANES)
 @pytest.mark.parametrize("size", [32, 45])
-def test_mask_pasted_into_frame_maps_back_to_the_same_voxels(name: str, plane: str, size: int) -> None:
+def test_mask_pasted_into_frame_maps_back_to_the_same_voxels(
+    name: str, plane: str, size: int
+) -> None:
     vol = _volume(name, shape=(9, 11, 13))
     st = SliceStream(vol, axis=plane, image_size=size)
     rng = np.random.default_rng(1)
@@ -143,8 +142,11 @@ def test_low_resolution_logits_map_back_in_place() -> None:
     mask = np.zeros(st.slice_shape, bool)
     mask[5:20, 30:50] = True
     low = torch.nn.functional.interpolate(
-        (st.mask_to_frame(mask) * 20 - 10)[None, None], size=(16, 16), mode="bilinear",
-        align_corners=False, antialias=True,
+        (st.mask_to_frame(mask) * 20 - 10)[None, None],
+        size=(16, 16),
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
     )[0, 0]
     back = st.frame_logits_to_slice(low) > 0
     iou = (back & mask).sum() / (back | mask).sum()
@@ -160,7 +162,10 @@ def test_frames_are_normalised_three_channel_tensors() -> None:
     x = st.intensity(np.array([40.0]))[0]
     for ch in range(3):
         torch.testing.assert_close(
-            f[ch], torch.full((16, 16), (x - IMAGENET_MEAN[ch]) / IMAGENET_STD[ch]), rtol=0, atol=1e-6
+            f[ch],
+            torch.full((16, 16), (x - IMAGENET_MEAN[ch]) / IMAGENET_STD[ch]),
+            rtol=0,
+            atol=1e-6,
         )
     fs = st.frames([0, 3])
     assert fs.shape == (2, 3, 16, 16)
