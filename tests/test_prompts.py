@@ -20,9 +20,7 @@ from sam2_med.prompts import (
 )
 
 # An LPS-stored volume (like the shared MR): i -> Left, j -> Posterior, k -> Superior, 2x3x4 mm.
-LPS_AFFINE = np.array(
-    [[-2.0, 0, 0, 10.0], [0, -3.0, 0, 20.0], [0, 0, 4.0, -30.0], [0, 0, 0, 1.0]]
-)
+LPS_AFFINE = np.array([[-2.0, 0, 0, 10.0], [0, -3.0, 0, 20.0], [0, 0, 4.0, -30.0], [0, 0, 0, 1.0]])
 
 
 @pytest.fixture
@@ -60,7 +58,9 @@ def test_world_ras_and_lps_map_to_the_voxel(vol, ijk):
 
 def test_outside_point_names_source_and_valid_range(vol):
     with pytest.raises(PromptError) as err:
-        parse_prompts({"space": "voxel", "objects": [{"points": [[10, 0, 0]]}]}, vol, source="p.json")
+        parse_prompts(
+            {"space": "voxel", "objects": [{"points": [[10, 0, 0]]}]}, vol, source="p.json"
+        )
     msg = str(err.value)
     assert msg.startswith("p.json: ")
     assert "outside the image" in msg and "0..9, 0..11, 0..7" in msg
@@ -78,13 +78,19 @@ def test_world_point_outside_says_which_voxel(vol):
         ({"objects": [{"points": [[1, 1, 1]]}]}, "missing 'space'"),
         ({"space": "ijk", "objects": [{"points": [[1, 1, 1]]}]}, "'space' must be one of"),
         ({"space": "voxel", "objects": []}, "'objects' is empty"),
-        ({"space": "voxel", "objects": [{"pionts": [[1, 1, 1]]}]}, r"unknown key\(s\) \['pionts'\]"),
+        (
+            {"space": "voxel", "objects": [{"pionts": [[1, 1, 1]]}]},
+            r"unknown key\(s\) \['pionts'\]",
+        ),
         ({"space": "voxel", "objects": [{"name": "x"}]}, "has no points, boxes or mask"),
         ({"space": "voxel", "objects": [{"points": [[1.5, 1, 1]]}]}, "is not integer"),
         ({"space": "voxel", "objects": [{"points": [[1, 1]]}]}, "list of 3 or 4 numbers"),
         ({"space": "voxel", "objects": [{"points": [[1, 1, 1, 2]]}]}, "must be 1 .positive."),
         ({"space": "voxel", "objects": [{"label": 0, "points": [[1, 1, 1]]}]}, "1..65535"),
-        ({"space": "voxel", "objects": [{"boxes": [[1, 1, 1, 5, 5, 2]]}]}, "fall on slices 1 and 2"),
+        (
+            {"space": "voxel", "objects": [{"boxes": [[1, 1, 1, 5, 5, 2]]}]},
+            "fall on slices 1 and 2",
+        ),
         ({"space": "voxel", "objects": [{"boxes": [[1, 1, 1, 1, 5, 1]]}]}, "degenerate"),
         (
             {

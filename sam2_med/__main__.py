@@ -1,0 +1,8 @@
+"""``python -m sam2_med``: the same as the ``sam2-med`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

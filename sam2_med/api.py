@@ -1,0 +1,421 @@
+"""One-call scripting interface: image + prompts in, label map + per-slice scores out.
+
+>>> from sam2_med.api import segment                                     # doctest: +SKIP
+>>> result = segment("ct.nii.gz", {"space": "voxel",                     # doctest: +SKIP
+...     "objects": [{"name": "liver", "label": 1, "points": [[80, 60, 14, 1]]}]})
+>>> result.save("liver_mask.nii.gz")                                       # doctest: +SKIP
+
+The prompt schema (coordinates said explicitly as voxel indices or world millimetres) is
+documented in :mod:`sam2_med.prompts`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import PromptError, Sam2MedError
+from .labels import LabelVolume
+from .prompts import ObjectPrompts, PromptSet, load_prompts, mask_prompt_objects, parse_prompts
+from .volume import Volume
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "RUN_RECORD_KEY",
+    "SegmentationResult",
+    "load_image",
+    "resolve_prompts",
+    "segment",
+]
+
+#: Registry model used when neither a model name nor a checkpoint is given: SAM 2.1 Hiera-tiny
+#: (Apache-2.0, published SHA-256, the smallest). ``--model medsam2`` selects the medical
+#: fine-tune (research-use licence, no published checksum).
+DEFAULT_MODEL = "sam2.1_hiera_tiny"
+
+#: Key of the run record in ``LabelVolume.extra`` (and so in the mask's JSON sidecar ``"extra"``).
+RUN_RECORD_KEY = "sam2_med_run"
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """What :func:`segment` returns.
+
+    Attributes
+    ----------
+    labels : LabelVolume
+        ``(I, J, K)`` uint8/uint16 label map on the image's voxel grid (indexed like
+        ``image.array``, same affine); 0 is background, each object carries its label value.
+        ``labels.names`` maps label -> name; ``labels.extra[RUN_RECORD_KEY]`` is the run record
+        written into the mask's sidecar (model, axis, prompts in voxel indices, scores).
+    scores : dict of int -> (n_slices,) ndarray of float64
+        Per object label, the model's object score on every slice along the propagation axis
+        (index = slice index ``k`` along ``axis_index``); NaN where no result was produced
+        (propagation stopped or was cancelled). The score is the session's per-slice
+        confidence (SAM 2's object-presence logit unless the session reports otherwise).
+    prompts : PromptSet
+        The validated prompts, in voxel indices.
+    axis : str
+        Propagation plane (``"axial"``, ``"coronal"``, ``"sagittal"``).
+    axis_index : int
+        Voxel axis (0, 1, 2 of ``(i, j, k)``) the slices are stacked along.
+    model : str
+        Name of the model used (``"custom"`` for a checkpoint file).
+    cancelled : bool
+        True if ``cancel`` stopped propagation early (the label map is then partial).
+    seconds : float
+        Wall time of the prompting and propagation.
+    """
+
+    labels: LabelVolume
+    scores: dict[int, np.ndarray]
+    prompts: PromptSet
+    axis: str
+    axis_index: int
+    model: str
+    cancelled: bool = False
+    seconds: float = 0.0
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image(self) -> Volume:
+        """The image the labels belong to."""
+        return self.labels.reference
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the label map as NIfTI (plus ``<stem>.json`` sidecar with names and the run
+        record) on exactly the image's grid; see :func:`sam2_med.io.save_mask`."""
+        from .io import save_mask
+
+        return save_mask(self.labels, path, reference=self.image, overwrite=overwrite)
+
+    def save_dicom_seg(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write a DICOM Segmentation referencing the source series (DICOM images only)."""
+        from .io import save_dicom_seg
+
+        return save_dicom_seg(self.labels, path, reference=self.image, overwrite=overwrite)
+
+
+def load_image(image: Volume | str | os.PathLike[str], *, series_uid: str | None = None) -> Volume:
+    """``image`` itself if it is a Volume, else :func:`sam2_med.io.load_volume` of the path."""
+    if isinstance(image, Volume):
+        return image
+    from .io import load_volume
+
+    return load_volume(image, series_uid=series_uid)
+
+
+def resolve_prompts(prompts: Any, volume: Volume, *, axis: str = "axial") -> PromptSet:
+    """Turn any accepted prompt form into a validated :class:`PromptSet`.
+
+    Parameters
+    ----------
+    prompts : dict, path, PromptSet or sequence of ObjectPrompts
+        * a dict following the schema of :mod:`sam2_med.prompts` (relative mask paths are
+          resolved against the working directory);
+        * a path to such a JSON file (relative mask paths: against the file's folder);
+        * a path to a label-map image (``.nii``, ``.nii.gz``, ``.nrrd``, ``.mha``) on the image
+          grid: each nonzero value becomes one object prompted by its largest slice (see
+          :func:`sam2_med.prompts.mask_prompt_objects`);
+        * an already validated PromptSet (its axis must match) or ObjectPrompts.
+    volume : Volume
+    axis : {"axial", "coronal", "sagittal"}
+
+    Returns
+    -------
+    PromptSet
+    """
+    from .prompts import _axis_index, merge_objects
+
+    if isinstance(prompts, PromptSet):
+        if prompts.axis != axis:
+            raise PromptError(
+                f"prompts were validated for the {prompts.axis} axis, not {axis}", prompts.source
+            )
+        return prompts
+    if isinstance(prompts, (str, os.PathLike)):
+        p = Path(prompts)
+        lower = p.name.lower()
+        if lower.endswith((".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")):
+            if not p.exists():
+                raise PromptError("mask prompt file not found", p)
+            objs = mask_prompt_objects(p, volume, axis=axis)
+            return PromptSet(tuple(objs), axis, _axis_index(volume, axis, p), str(p))
+        return load_prompts(p, volume, axis=axis)
+    if isinstance(prompts, Mapping):
+        return parse_prompts(dict(prompts), volume, axis=axis)
+    if isinstance(prompts, (list, tuple)) and all(isinstance(o, ObjectPrompts) for o in prompts):
+        if not prompts:
+            raise PromptError("no prompts given: at least one object is needed")
+        return PromptSet(tuple(merge_objects(prompts)), axis, _axis_index(volume, axis, None), None)
+    raise PromptError(
+        f"prompts must be a dict, a JSON or mask file path, or a PromptSet; got "
+        f"{type(prompts).__name__}"
+    )
+
+
+def _load_model(
+    model: LoadedModel | str | None,
+    *,
+    checkpoint: str | os.PathLike[str] | None,
+    arch: Any,
+    device: str,
+    dtype: str,
+) -> LoadedModel:
+    from .models import LoadedModel
+
+    if isinstance(model, LoadedModel):
+        if checkpoint is not None:
+            raise TypeError("give either a LoadedModel or checkpoint=, not both")
+        return model
+    from .models import load_model
+
+    if model is None and checkpoint is None:
+        model = DEFAULT_MODEL
+    return load_model(model, checkpoint=checkpoint, device=device, dtype=dtype, arch=arch)
+
+
+def segment(
+    image: Volume | str | os.PathLike[str],
+    prompts: Any,
+    *,
+    model: LoadedModel | str | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    arch: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    axis: str = "axial",
+    window: Any = "auto",
+    device: str = "cpu",
+    dtype: str = "float32",
+    series_uid: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    session_factory: Callable[..., Any] | None = None,
+) -> SegmentationResult:
+    """Segment a volume from prompts on one or more slices, propagating through the volume.
+
+    Parameters
+    ----------
+    image : Volume or path
+        A Volume, or anything :func:`sam2_med.io.load_volume` reads (NIfTI, NRRD, MHA, a DICOM
+        folder or file).
+    prompts : dict, path, PromptSet
+        Prompts per object with coordinates said explicitly (``"space": "voxel"``: 0-based
+        ``(i, j, k)`` as nibabel indexes the file; ``"world_ras"`` / ``"world_lps"``: mm). Schema
+        in :mod:`sam2_med.prompts`; forms accepted in :func:`resolve_prompts`.
+    model : LoadedModel or str, optional
+        A loaded model (reuse one across many volumes), or a registry name; ``None`` means
+        :data:`DEFAULT_MODEL` (unless ``checkpoint`` is given).
+    checkpoint : path, optional
+        A checkpoint file (Meta's SAM 2 format or MedSAM2) instead of a registry model.
+    arch : dict or path, optional
+        Architecture of a non-standard checkpoint (see :func:`sam2_med.models.load_model`).
+    axis : {"axial", "coronal", "sagittal"}
+        Plane of the slices fed to the model; the voxel axis is chosen from the affine.
+    window : str, (center, width) or IntensityTransform
+        Intensity transform (see :func:`sam2_med.intensity.resolve_intensity`); ``"auto"``:
+        soft-tissue window for CT, 0.5-99.5 percentiles otherwise.
+    device : str
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``. Never chosen for you.
+    dtype : {"float32", "bfloat16"}
+    series_uid : str, optional
+        Which series to read from a DICOM folder holding several.
+    progress : callable(done: int, total: int), optional
+        Called after each slice result the propagation yields; ``total`` is the number of
+        slices along the axis. ``done`` can exceed ``total`` when the session revisits slices
+        (it propagates both ways from each prompted slice).
+    cancel : callable() -> bool, optional
+        Polled between slices; returning True stops propagation (``result.cancelled``).
+    session_factory : callable, optional
+        ``(model, volume, axis=, window=) -> Session``; for tests. Default:
+        :class:`sam2_med.session.Session`.
+
+    Returns
+    -------
+    SegmentationResult
+
+    Raises
+    ------
+    Sam2MedError
+        Any bad input (unreadable image, invalid prompts, missing weights...), with a one-line
+        message starting with the offending path.
+    """
+    volume = load_image(image, series_uid=series_uid)
+    prompt_set = resolve_prompts(prompts, volume, axis=axis)
+    if isinstance(arch, (str, os.PathLike)):
+        arch = read_arch(arch)
+    loaded = _load_model(model, checkpoint=checkpoint, arch=arch, device=device, dtype=dtype)
+    return segment_volume(
+        volume,
+        prompt_set,
+        loaded,
+        window=window,
+        progress=progress,
+        cancel=cancel,
+        session_factory=session_factory,
+    )
+
+
+def read_arch(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read an architecture JSON file (keys of :func:`sam2_med.models.arch.arch_to_config`)."""
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise Sam2MedError("architecture file not found", p)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise Sam2MedError(f"cannot read architecture file: {err}", p) from None
+    except json.JSONDecodeError as err:
+        raise Sam2MedError(
+            f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}", p
+        ) from None
+    if not isinstance(data, dict):
+        raise Sam2MedError("an architecture file must hold a JSON object", p)
+    return data
+
+
+def _float_or_none(v: float) -> float | None:
+    return None if not math.isfinite(v) else float(v)
+
+
+def _score_of(result: Any, label: int) -> float:
+    scores = getattr(result, "scores", None) or {}
+    if label in scores:
+        return float(scores[label])
+    score = getattr(result, "score", None)
+    return float(score) if score is not None else math.nan
+
+
+def segment_volume(
+    volume: Volume,
+    prompt_set: PromptSet,
+    model: LoadedModel,
+    *,
+    window: Any = "auto",
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    session_factory: Callable[..., Any] | None = None,
+) -> SegmentationResult:
+    """Run one session: add every object's prompts, propagate, collect the label map.
+
+    Parameters
+    ----------
+    volume : Volume
+    prompt_set : PromptSet
+        Validated against ``volume`` (voxel indices).
+    model : LoadedModel
+    window, progress, cancel, session_factory
+        As in :func:`segment`.
+
+    Returns
+    -------
+    SegmentationResult
+    """
+    if session_factory is None:
+        from .session import Session
+
+        session_factory = Session
+    start = time.perf_counter()
+    session = session_factory(model, volume, axis=prompt_set.axis, window=window)
+    axis_index = int(getattr(session, "axis_index", prompt_set.axis_index))
+    if axis_index != prompt_set.axis_index:
+        raise PromptError(
+            f"the session stacks {prompt_set.axis} slices along axis {axis_index}, the prompts "
+            f"were checked along axis {prompt_set.axis_index}",
+            prompt_set.source,
+        )
+    n_slices = volume.shape[axis_index]
+    for obj in prompt_set.objects:
+        session.add_object(name=obj.name, label=obj.label)
+    for obj in prompt_set.objects:
+        for k, mask in obj.masks:
+            session.add_mask(obj.label, k, mask)
+        for a, b in obj.boxes:
+            session.add_box(obj.label, a, b)
+        for _k, pts, lab in obj.points_by_slice(axis_index):
+            session.add_points(obj.label, pts, lab)
+
+    scores = {obj.label: np.full(n_slices, np.nan) for obj in prompt_set.objects}
+    cancelled = False
+    done = 0
+    stop = cancel if cancel is not None else (lambda: False)
+    for res in session.propagate(cancel=stop):
+        k = int(res.slice_index)
+        for label in scores:
+            s = _score_of(res, label)
+            if math.isfinite(s):
+                scores[label][k] = s
+        done += 1
+        if progress is not None:
+            progress(done, n_slices)
+        if stop():
+            cancelled = True
+            break
+    if not cancelled and cancel is not None and cancel():
+        cancelled = True
+    lm = session.label_map()
+    seconds = time.perf_counter() - start
+    names = {**dict(getattr(lm, "names", {}) or {}), **prompt_set.names}
+    record = {
+        "status": "cancelled" if cancelled else "complete",
+        "model": getattr(model, "name", "custom"),
+        "model_source": getattr(model, "source", None),
+        "axis": prompt_set.axis,
+        "axis_index": axis_index,
+        "window": str(window),
+        "prompts": prompt_set.describe(),
+        "prompts_sha256": prompts_digest(prompt_set),
+        "scores": {
+            str(lab): [_float_or_none(v) for v in arr.tolist()] for lab, arr in scores.items()
+        },
+        "seconds": round(seconds, 3),
+    }
+    array = np.asarray(getattr(lm, "array", lm))
+    labels = LabelVolume(
+        array=array.astype(np.uint16 if array.max(initial=0) > 255 else np.uint8, copy=False),
+        reference=volume,
+        names=names,
+        extra={RUN_RECORD_KEY: record},
+    )
+    return SegmentationResult(
+        labels=labels,
+        scores=scores,
+        prompts=prompt_set,
+        axis=prompt_set.axis,
+        axis_index=axis_index,
+        model=record["model"],
+        cancelled=cancelled,
+        seconds=seconds,
+        record=record,
+    )
+
+
+def prompts_digest(prompt_set: PromptSet) -> str:
+    """SHA-256 of the prompts in voxel indices (masks included), to tell whether they changed."""
+    h = hashlib.sha256()
+    h.update(prompt_set.axis.encode())
+    for obj in prompt_set.objects:
+        h.update(f"|{obj.label}|{obj.name}|".encode())
+        h.update(np.ascontiguousarray(obj.points, dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(obj.point_labels, dtype=np.int64).tobytes())
+        for a, b in obj.boxes:
+            h.update(np.asarray([*a, *b], dtype=np.int64).tobytes())
+        for k, m in obj.masks:
+            h.update(str(k).encode())
+            h.update(np.packbits(np.ascontiguousarray(m, dtype=bool)).tobytes())
+    return h.hexdigest()

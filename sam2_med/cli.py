@@ -1,0 +1,1087 @@
+"""The ``sam2-med`` command line: segment, batch, evaluate, info, weights.
+
+Exit codes (documented in ``sam2-med --help``):
+
+* 0: success.
+* 1: some batch jobs or evaluation cases failed (the others completed), or an internal error
+  (a bug: rerun with ``--debug`` and report the traceback).
+* 2: bad input or setup, anywhere: a missing, corrupt or unsupported file, invalid prompts,
+  a prompt outside the image, an existing output without ``--overwrite``, bad options, missing
+  model weights (the message says how to import them). One line on stderr,
+  ``sam2-med: error: <path>: <problem>``, and no traceback unless ``--debug``.
+* 130: interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import textwrap
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .errors import Sam2MedError
+
+__all__ = ["main"]
+
+PROG = "sam2-med"
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+COORDINATES_HELP = """\
+coordinates:
+  --point and --box take 0-based voxel indices (i,j,k) of the image exactly as nibabel
+  indexes the file (nib.load(f).get_fdata()[i, j, k]). napari shows the same 0-based
+  indices (sam2-med's napari reader keeps the file's axis order unless the axes are
+  permuted, e.g. a sagittal PSR series). ITK-SNAP shows 1-based voxel coordinates:
+  subtract 1 from each of its numbers. For a DICOM folder, i = column, j = row and
+  k = slice in position order (`sam2-med info` prints the grid). With --space world_ras
+  or world_lps the numbers are millimetres (RAS: NIfTI/nibabel/3D Slicer; LPS: DICOM,
+  ITK-SNAP and SimpleITK world coordinates); each point is taken in the voxel containing it.
+"""
+
+PROMPTS_HELP = """\
+prompt JSON (--prompts FILE.json):
+  {"space": "voxel",                       # required: voxel | world_ras | world_lps
+   "objects": [
+     {"name": "liver", "label": 1,         # optional; label 1..65535
+      "points": [[i, j, k, 1], [i, j, k, 0]],   # 1 = positive, 0 = negative
+      "boxes": [[i0, j0, k0, i1, j1, k1]],       # corners on one slice of --axis
+      "mask": "liver_slice.nii.gz"}]}            # or {"file":..., "value": 5, "slice": 12}
+  Mask paths are relative to the JSON file. Full schema: python -m pydoc sam2_med.prompts
+"""
+
+MASK_HELP = """\
+mask prompts (--mask-prompt FILE):
+  a label map on the image grid (same voxels; another axis order or direction of the same
+  grid is re-indexed exactly). Each distinct nonzero value becomes one object with that
+  label (names from FILE's sidecar <stem>.json if present), prompted with the one slice
+  along --axis where that label has the most voxels (lowest index on ties). Other slices
+  of the file are not used: propagation fills them.
+"""
+
+EXIT_HELP = """\
+exit codes:
+  0 success; 1 some batch jobs / evaluation cases failed, or an internal error;
+  2 bad input or setup (missing/corrupt file, invalid prompt, existing output without
+  --overwrite, missing model weights): one line "sam2-med: error: <path>: <problem>"
+  on stderr, the traceback only with --debug; 130 interrupted.
+"""
+
+MODEL_HELP = """\
+models:
+  --model NAME uses a registered model (see `sam2-med weights list`); its weights are
+  downloaded once into the cache, or imported by hand on a machine without internet:
+  `sam2-med weights import FILE.pt --model NAME`. --checkpoint FILE uses a local
+  checkpoint (Meta's SAM 2 format or MedSAM2) instead; --arch FILE.json describes a
+  non-standard architecture. Default model: {default}.
+"""
+
+
+# ------------------------------------------------------------------------------- parsing
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``sam2-med: error: ...``) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = f" (see `{self.prog} --help`)"
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message}{hint}\n")
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32, width=100)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output and diagnostics")
+    g.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the full traceback of any error",
+    )
+    g.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress bar and no messages except errors",
+    )
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    from .api import DEFAULT_MODEL
+
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        metavar="NAME",
+        help=f"registered model name (default: {DEFAULT_MODEL}; list: sam2-med weights list)",
+    )
+    g.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="local checkpoint file (Meta SAM 2 / MedSAM2 .pt) instead of a registered model",
+    )
+    g.add_argument(
+        "--arch", metavar="FILE.json", help="architecture JSON for a custom or reduced checkpoint"
+    )
+    g.add_argument(
+        "--device", default="cpu", help="cpu (default), cuda, cuda:N or mps; never chosen for you"
+    )
+    g.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="compute precision (default float32)",
+    )
+
+
+def _add_slicing(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("slicing and intensity")
+    g.add_argument(
+        "--axis",
+        default="axial",
+        choices=("axial", "coronal", "sagittal"),
+        help="plane of the slices fed to the model; the voxel axis is chosen from "
+        "the affine (default axial)",
+    )
+    g.add_argument(
+        "--window",
+        default="auto",
+        metavar="W",
+        help="intensity: auto (CT soft-tissue window, else 0.5-99.5 percentiles), a CT "
+        "preset (soft_tissue, abdomen, liver, lung, bone, brain...), dicom, "
+        "percentile, minmax, or CENTER,WIDTH in HU",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sam2-med`` argument parser (all subcommands)."""
+    from .api import DEFAULT_MODEL
+
+    parser = _Parser(
+        prog=PROG,
+        formatter_class=_formatter,
+        description=textwrap.dedent(
+            """\
+            Segment CT and MRI volumes with SAM 2: prompt one slice, propagate through the
+            volume both ways, write a label map on the exact voxel grid of the image.
+
+            Start here:
+              sam2-med info scan.nii.gz                      # grid, orientation, voxel convention
+              sam2-med segment scan.nii.gz --point 80,60,14 --out liver.nii.gz
+              sam2-med segment scan.nii.gz --prompts prompts.json --out mask.nii.gz
+              sam2-med batch jobs.csv --datalist datalist.json
+              sam2-med evaluate ct.nii.gz --labels gt.nii.gz --label liver --label spleen
+              sam2-med weights list
+
+            Run `sam2-med COMMAND --help` for each command's options and examples.
+            """
+        ),
+        epilog=COORDINATES_HELP + "\n" + EXIT_HELP,
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    # -- segment ---------------------------------------------------------------------------
+    seg = sub.add_parser(
+        "segment",
+        help="segment one image from prompts on one or more slices",
+        formatter_class=_formatter,
+        description=textwrap.dedent(
+            """\
+            Segment one image: prompts on one or more slices (points, boxes, a mask slice),
+            propagated through the volume both ways. Writes a NIfTI label map on exactly the
+            image's voxel grid (same shape and affine) plus a JSON sidecar <stem>.json with
+            label names, the prompts in voxel indices, the model and per-slice scores.
+
+            examples:
+              sam2-med segment ct.nii.gz --point 80,60,14 --point 60,60,14:neg --out liver.nii.gz
+              sam2-med segment ct.nii.gz --box 50,40,14,110,90,14 --name liver --out liver.nii.gz
+              sam2-med segment ct.nii.gz --mask-prompt liver_slice14.nii.gz --out liver.nii.gz
+              sam2-med segment ct.nii.gz --prompts prompts.json --out organs.nii.gz
+              sam2-med segment dicom/series/ --point 256,240,10 --out m.nii.gz --dicom-seg m.dcm
+              sam2-med segment mr.nii.gz --space world_ras --point -31.5,12,40.2 --out m.nii.gz
+              sam2-med segment ct.nii.gz --prompts p.json --checkpoint MedSAM2_latest.pt --out m.nii.gz
+            """
+        ),
+        epilog="\n".join(
+            [
+                COORDINATES_HELP,
+                PROMPTS_HELP,
+                MASK_HELP,
+                MODEL_HELP.format(default=DEFAULT_MODEL),
+                EXIT_HELP,
+            ]
+        ),
+    )
+    seg.add_argument(
+        "image",
+        metavar="IMAGE",
+        help="NIfTI (.nii/.nii.gz), NRRD, MHA/MHD, or a DICOM folder or file",
+    )
+    seg.add_argument(
+        "--out",
+        "-o",
+        required=True,
+        metavar="MASK",
+        help="label map to write (.nii.gz or .nii); sidecar <stem>.json beside it",
+    )
+    g = seg.add_argument_group("prompts (at least one; combined by label)")
+    g.add_argument(
+        "--point",
+        action="append",
+        default=[],
+        metavar="i,j,k[:neg]",
+        help="a point on the object (':neg' = outside it); repeatable",
+    )
+    g.add_argument(
+        "--box",
+        action="append",
+        default=[],
+        metavar="i0,j0,k0,i1,j1,k1",
+        help="two opposite box corners on one slice of --axis; repeatable",
+    )
+    g.add_argument(
+        "--space",
+        default="voxel",
+        choices=("voxel", "world_ras", "world_lps"),
+        help="what --point/--box numbers mean (default voxel: 0-based i,j,k)",
+    )
+    g.add_argument(
+        "--label",
+        type=int,
+        default=1,
+        metavar="N",
+        help="label value of the --point/--box object (default 1)",
+    )
+    g.add_argument("--name", metavar="NAME", help="structure name of the --point/--box object")
+    g.add_argument(
+        "--mask-prompt",
+        metavar="FILE",
+        help="label map on the image grid; its largest slice per label is the prompt",
+    )
+    g.add_argument("--prompts", metavar="FILE.json", help="prompt JSON (schema below)")
+    gi = seg.add_argument_group("input and output")
+    gi.add_argument(
+        "--series-uid",
+        metavar="UID",
+        help="which series to read from a DICOM folder holding several",
+    )
+    gi.add_argument(
+        "--overwrite", action="store_true", help="replace existing outputs (default: refuse)"
+    )
+    gi.add_argument(
+        "--dicom-seg",
+        metavar="OUT.dcm",
+        help="also write a DICOM SEG referencing the source series (DICOM input only)",
+    )
+    _add_slicing(seg)
+    _add_model(seg)
+    _add_common(seg)
+    seg.set_defaults(func=cmd_segment)
+
+    # -- batch -----------------------------------------------------------------------------
+    bat = sub.add_parser(
+        "batch",
+        help="segment many images from a jobs table (resumable)",
+        formatter_class=_formatter,
+        description=textwrap.dedent(
+            """\
+            Segment every job of a CSV or YAML table. Columns (CSV header) or keys (YAML list
+            of mappings, or {"jobs": [...]}):
+              image    image path (NIfTI, NRRD, MHA, DICOM folder)
+              prompts  prompt JSON, or a label map on the image grid (mask prompts)
+              output   mask to write (.nii.gz)
+              name     optional case name (default: the output's stem)
+            Relative paths are relative to the jobs file. The model is loaded once.
+
+            Resumable: a job whose output exists and whose sidecar records a complete run of
+            the same prompts file (SHA-256) is skipped. A failing job is reported on one line
+            and the others continue; a summary ends the run, and the exit code is 1 if any
+            job failed. An existing output that is not a finished run (or was made from
+            other prompts) is never replaced without --overwrite.
+
+            examples:
+              sam2-med batch jobs.csv --datalist datalist.json
+              sam2-med batch jobs.yaml --checkpoint MedSAM2_latest.pt --model medsam2
+
+            jobs.csv:
+              name,image,prompts,output
+              case01,images/case01.nii.gz,prompts/case01.json,masks/case01.nii.gz
+            """
+        ),
+        epilog="\n".join([PROMPTS_HELP, MODEL_HELP.format(default=DEFAULT_MODEL), EXIT_HELP]),
+    )
+    bat.add_argument("jobs", metavar="JOBS", help="jobs table (.csv, .tsv or .yaml)")
+    bat.add_argument(
+        "--datalist",
+        metavar="PATH",
+        help='write a MONAI/Decathlon datalist {"training": [{"image", "label"}]} of '
+        "every finished image/mask pair (paths relative to PATH's folder)",
+    )
+    bat.add_argument(
+        "--overwrite", action="store_true", help="recompute every job and replace its outputs"
+    )
+    _add_slicing(bat)
+    _add_model(bat)
+    _add_common(bat)
+    bat.set_defaults(func=cmd_batch)
+
+    # -- evaluate ----------------------------------------------------------------------------
+    ev = sub.add_parser(
+        "evaluate",
+        help="prompt from ground truth, propagate, report Dice / NSD / HD95",
+        formatter_class=_formatter,
+        description=textwrap.dedent(
+            """\
+            The research protocol (as in the SAM 2 / MedSAM2 3D evaluations): for each
+            structure, derive one prompt from the ground truth on one slice (--prompt-slice
+            largest: where it is largest; middle: halfway between its first and last slice),
+            as a box (its bounding box there), a point (its most interior pixel) or its mask,
+            propagate through the volume, and compare the 3D prediction with the ground truth:
+            Dice, normalised surface distance at --nsd-tol mm and 95th-percentile Hausdorff
+            distance in mm (MONAI metrics, voxel spacing from the image). All slices count,
+            the prompt slice included. An empty prediction scores Dice 0, NSD 0, HD95 nan.
+
+            examples:
+              sam2-med evaluate ct.nii.gz --labels gt.nii.gz --label 1 --label 5
+              sam2-med evaluate ct.nii.gz --labels gt.nii.gz --label liver --names labels.json \\
+                  --prompt-mode point --prompt-slice middle --nsd-tol 1 --out-csv results.csv
+              sam2-med evaluate --cases cases.csv --label liver --label spleen --out-csv all.csv
+
+            cases.csv:  name,image,labels   (one ground-truth label map per image)
+            """
+        ),
+        epilog="\n".join([MODEL_HELP.format(default=DEFAULT_MODEL), EXIT_HELP]),
+    )
+    ev.add_argument("image", nargs="?", metavar="IMAGE", help="image (omit with --cases)")
+    ev.add_argument("--labels", metavar="GT", help="ground-truth label map on the image grid")
+    ev.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="N|NAME",
+        help="structure to evaluate, by value or name; repeatable (default: all)",
+    )
+    ev.add_argument(
+        "--names",
+        metavar="FILE.json",
+        help='label names {"1": "spleen", ...} (default: the label map\'s sidecar '
+        "<stem>.json if present)",
+    )
+    ev.add_argument("--cases", metavar="FILE", help="CSV/YAML of cases: image, labels[, name]")
+    ev.add_argument(
+        "--prompt-mode",
+        default="box",
+        choices=("box", "point", "mask"),
+        help="prompt derived from the ground truth (default box)",
+    )
+    ev.add_argument(
+        "--prompt-slice",
+        default="largest",
+        choices=("largest", "middle"),
+        help="slice the prompt is placed on (default largest)",
+    )
+    ev.add_argument(
+        "--nsd-tol",
+        type=float,
+        default=2.0,
+        metavar="MM",
+        help="surface tolerance of the normalised surface distance in mm (default 2)",
+    )
+    ev.add_argument("--out-csv", metavar="FILE", help="write one row per structure as CSV")
+    ev.add_argument("--series-uid", metavar="UID", help="series of a DICOM folder")
+    _add_slicing(ev)
+    _add_model(ev)
+    _add_common(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+    # -- info --------------------------------------------------------------------------------
+    info = sub.add_parser(
+        "info",
+        help="print an image's grid: shape, spacing, orientation, affine, modality",
+        formatter_class=_formatter,
+        description=textwrap.dedent(
+            """\
+            Print what sam2-med reads from an image: shape (i, j, k), voxel spacing in mm,
+            orientation code (which world direction each voxel axis points to), the voxel ->
+            RAS and voxel -> LPS affines, modality, the stored display window, the intensity
+            transform --window auto would use, and which voxel axis each plane's slices are
+            stacked along. For a DICOM folder, every series found is listed first.
+
+            examples:
+              sam2-med info ct.nii.gz
+              sam2-med info dicom_folder/ --series-uid 1.2.840...
+              sam2-med info ct.nii.gz --json
+            """
+        ),
+        epilog=COORDINATES_HELP,
+    )
+    info.add_argument("image", metavar="IMAGE", help="image file or DICOM folder")
+    info.add_argument("--series-uid", metavar="UID", help="series of a DICOM folder")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_common(info)
+    info.set_defaults(func=cmd_info)
+
+    # -- weights -----------------------------------------------------------------------------
+    w = sub.add_parser(
+        "weights",
+        help="list, import and verify model weights",
+        formatter_class=_formatter,
+        description=textwrap.dedent(
+            """\
+            Model weights live in a cache folder ($SAM2_MED_CACHE, default ~/.cache/sam2-med).
+
+            examples:
+              sam2-med weights list                 # registered models, licences, cached files
+              sam2-med weights import sam2.1_hiera_tiny.pt --model sam2.1_hiera_tiny
+              sam2-med weights verify               # re-hash cached files against checksums
+            """
+        ),
+    )
+    wsub = w.add_subparsers(dest="weights_command", metavar="ACTION", parser_class=_Parser)
+    wl = wsub.add_parser(
+        "list", help="registered models, licences and cached files", formatter_class=_formatter
+    )
+    wl.add_argument("--cache-dir", metavar="DIR", help="weights cache (default: see above)")
+    _add_common(wl)
+    wl.set_defaults(func=cmd_weights_list)
+    wi = wsub.add_parser(
+        "import",
+        help="install a downloaded checkpoint file into the cache",
+        formatter_class=_formatter,
+        description="Copy a checkpoint into the cache after checking its "
+        "SHA-256 against the published one and its architecture.",
+    )
+    wi.add_argument("file", metavar="FILE", help="the downloaded .pt file")
+    wi.add_argument("--model", required=True, metavar="NAME", help="registered model name")
+    wi.add_argument("--cache-dir", metavar="DIR", help="weights cache")
+    _add_common(wi)
+    wi.set_defaults(func=cmd_weights_import)
+    wv = wsub.add_parser(
+        "verify",
+        help="re-hash cached weights and compare with checksums",
+        formatter_class=_formatter,
+    )
+    wv.add_argument("--cache-dir", metavar="DIR", help="weights cache")
+    _add_common(wv)
+    wv.set_defaults(func=cmd_weights_verify)
+    w.set_defaults(func=lambda args, out: _missing_action(w))
+    return parser
+
+
+def _missing_action(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+# -------------------------------------------------------------------------------- helpers
+class _Out:
+    """stdout/stderr printing that respects --quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def info(self, text: str = "") -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    def result(self, text: str = "") -> None:
+        print(text, flush=True)
+
+    def warn(self, text: str) -> None:
+        print(f"{PROG}: warning: {text}", file=sys.stderr, flush=True)
+
+
+def _window_arg(text: str) -> Any:
+    parts = text.split(",")
+    if len(parts) == 2:
+        try:
+            return (float(parts[0]), float(parts[1]))
+        except ValueError:
+            pass
+    return text
+
+
+def _check_output(
+    path: str | os.PathLike[str], overwrite: bool, *, suffixes: Sequence[str]
+) -> Path:
+    """Fail early (before any work) on an output that exists or cannot be written."""
+    from .io import MaskWriteError, OutputExistsError
+
+    p = Path(path)
+    if not p.name.lower().endswith(tuple(suffixes)):
+        raise MaskWriteError(f"output must end in {' or '.join(suffixes)}", p)
+    if p.exists() and not overwrite:
+        raise OutputExistsError("output exists; pass --overwrite to replace it", p)
+    if not p.parent.exists() and str(p.parent) not in ("", "."):
+        raise MaskWriteError(f"folder {p.parent} does not exist", p)
+    return p
+
+
+def _arch(args: argparse.Namespace) -> dict[str, Any] | None:
+    from .api import read_arch
+
+    return read_arch(args.arch) if getattr(args, "arch", None) else None
+
+
+def _load_model(args: argparse.Namespace, out: _Out) -> Any:
+    from .api import DEFAULT_MODEL
+    from .models import load_model
+
+    arch = _arch(args)
+    name = args.model
+    if args.checkpoint is None and name is None:
+        name = DEFAULT_MODEL
+    lm = load_model(
+        name, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, arch=arch
+    )
+    out.info(f"model: {lm.name} ({lm.image_size} px) on {lm.device}, weights {lm.source}")
+    if lm.name != "custom":
+        out.info(f"licence: {lm.licence}")
+    return lm
+
+
+def _progress(out: _Out, desc: str) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
+    """A tqdm progress callback on stderr (None when quiet or stderr is not a terminal)."""
+    if out.quiet or not sys.stderr.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, unit="slice", desc=desc, file=sys.stderr, leave=False)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    return update, bar.close
+
+
+def _summary_of(result: Any) -> str:
+    import numpy as np
+
+    arr = result.labels.array
+    lines = []
+    other = tuple(a for a in range(3) if a != result.axis_index)
+    for obj in result.prompts.objects:
+        m = arr == obj.label
+        n_slices = int(np.count_nonzero(m.any(axis=other)))
+        lines.append(
+            f"  {obj.label:>3} {obj.name}: {int(m.sum())} voxels on {n_slices} "
+            f"{result.axis} slices (prompted on {list(obj.slices(result.axis_index))})"
+        )
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------- segment
+def _gather_prompts(args: argparse.Namespace, volume: Any) -> Any:
+    from .errors import PromptError
+    from .prompts import (
+        PromptSet,
+        _axis_index,
+        cli_object,
+        load_prompts,
+        mask_prompt_objects,
+        merge_objects,
+    )
+
+    objects = []
+    if args.prompts:
+        objects += list(load_prompts(args.prompts, volume, axis=args.axis).objects)
+    if args.mask_prompt:
+        p = Path(args.mask_prompt)
+        if not p.exists():
+            raise PromptError("mask prompt file not found", p)
+        objects += mask_prompt_objects(p, volume, axis=args.axis)
+    obj = cli_object(
+        volume,
+        points=args.point,
+        boxes=args.box,
+        space=args.space,
+        axis=args.axis,
+        label=args.label,
+        name=args.name,
+        where=args.image,
+    )
+    if obj is not None:
+        objects.append(obj)
+    if not objects:
+        raise PromptError(
+            "no prompts: give --point, --box, --mask-prompt or --prompts (see sam2-med segment "
+            "--help)",
+            args.image,
+        )
+    return PromptSet(
+        tuple(merge_objects(objects, where=args.image)),
+        args.axis,
+        _axis_index(volume, args.axis, args.image),
+        source=args.prompts,
+    )
+
+
+def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
+    from .api import segment_volume
+    from .errors import PromptError
+    from .io import load_volume
+
+    mask_path = _check_output(args.out, args.overwrite, suffixes=(".nii.gz", ".nii"))
+    seg_path = None
+    if args.dicom_seg:
+        seg_path = _check_output(args.dicom_seg, args.overwrite, suffixes=(".dcm",))
+    volume = load_volume(args.image, series_uid=args.series_uid)
+    if seg_path is not None and volume.provenance.format != "dicom":
+        raise PromptError("--dicom-seg needs a DICOM input image", args.image)
+    prompts = _gather_prompts(args, volume)
+    window = _window_arg(args.window)
+    _check_window(volume, window, args.image)
+    out.info(
+        f"image: {args.image} {volume.shape} {volume.orientation}, spacing "
+        f"{', '.join(f'{s:.3g}' for s in volume.spacing)} mm"
+    )
+    lm = _load_model(args, out)
+    progress, close = _progress(out, "propagating")
+    try:
+        result = segment_volume(volume, prompts, lm, window=window, progress=progress)
+    finally:
+        close()
+    written = result.save(mask_path, overwrite=args.overwrite)
+    out.info(f"wrote {written} ({result.seconds:.1f} s)")
+    out.info(_summary_of(result))
+    if seg_path is not None:
+        seg = result.save_dicom_seg(seg_path, overwrite=args.overwrite)
+        out.info(f"wrote {seg}")
+    return EXIT_OK
+
+
+def _check_window(volume: Any, window: Any, where: Any) -> None:
+    from .intensity import resolve_intensity
+
+    try:
+        resolve_intensity(volume, window)
+    except ValueError as err:
+        raise Sam2MedError(f"--window: {err}", where) from None
+
+
+# ---------------------------------------------------------------------------------- batch
+def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
+    from .api import RUN_RECORD_KEY, resolve_prompts, segment_volume
+    from .batch import (
+        file_digest,
+        finished_state,
+        load_jobs,
+        run_batch,
+        summary_line,
+        write_datalist,
+    )
+    from .io import load_volume
+
+    jobs = load_jobs(args.jobs)
+    window = _window_arg(args.window)
+    pending = [j for j in jobs if args.overwrite or finished_state(j.output)[0] != "finished"]
+    model: list[Any] = []
+    if pending:
+        model.append(_load_model(args, out))  # once, and failing fast on a bad model
+
+    def segment_job(job: Any, overwrite: bool) -> None:
+        volume = load_volume(job.image)
+        prompts = resolve_prompts(job.prompts, volume, axis=args.axis)
+        _check_window(volume, window, job.image)
+        result = segment_volume(volume, prompts, model[0], window=window)
+        if result.cancelled:
+            raise Sam2MedError("propagation was cancelled", job.output)
+        result.record["inputs"] = {
+            "image": str(job.image),
+            "prompts": str(job.prompts),
+            "prompts_file_sha256": file_digest(job.prompts),
+        }
+        result.save(job.output, overwrite=overwrite)
+        assert result.labels.extra[RUN_RECORD_KEY] is result.record
+
+    outcomes = run_batch(
+        jobs,
+        segment_job,
+        overwrite=args.overwrite,
+        log=out.info,
+        debug=getattr(args, "debug", False),
+    )
+    for o in outcomes:
+        if o.status == "failed" and out.quiet:
+            print(f"{PROG}: {o.job.name}: {o.message}", file=sys.stderr)
+    line = summary_line(outcomes)
+    if args.datalist:
+        names = _names_from_outputs(o.job.output for o in outcomes if o.status != "failed")
+        p = write_datalist(outcomes, args.datalist, label_names=names)
+        out.info(f"datalist: {p}")
+    out.result(line)
+    return EXIT_FAILURES if any(o.status == "failed" for o in outcomes) else EXIT_OK
+
+
+def _names_from_outputs(outputs: Any) -> dict[int, str]:
+    from .io.writers import sidecar_path
+
+    names: dict[int, str] = {}
+    for path in outputs:
+        try:
+            meta = json.loads(sidecar_path(Path(path)).read_text(encoding="utf-8"))
+            for k, v in (meta.get("label_names") or {}).items():
+                names.setdefault(int(k), str(v))
+        except (OSError, ValueError, AttributeError):
+            continue
+    return names
+
+
+# ------------------------------------------------------------------------------- evaluate
+def cmd_evaluate(args: argparse.Namespace, out: _Out) -> int:
+    from .api import segment_volume
+    from .evaluate import (
+        CaseSpec,
+        evaluate_case,
+        format_table,
+        load_cases,
+        load_ground_truth,
+        read_label_names,
+        resolve_structures,
+        write_csv,
+    )
+    from .io import load_volume
+
+    if args.cases:
+        if args.image or args.labels:
+            raise Sam2MedError(
+                "give either IMAGE --labels GT or --cases FILE, not both", args.cases
+            )
+        cases = load_cases(args.cases)
+    else:
+        if not args.image or not args.labels:
+            raise Sam2MedError("evaluate needs IMAGE and --labels GT (or --cases FILE)")
+        cases = [
+            CaseSpec(
+                name=_case_name(Path(args.image)), image=Path(args.image), labels=Path(args.labels)
+            )
+        ]
+    if args.nsd_tol < 0 or not math.isfinite(args.nsd_tol):
+        raise Sam2MedError(f"--nsd-tol must be a non-negative number of mm, got {args.nsd_tol}")
+    if args.out_csv:
+        _check_output(args.out_csv, True, suffixes=(".csv",))
+    names_override = read_label_names(args.names) if args.names else None
+    window = _window_arg(args.window)
+    single = len(cases) == 1
+
+    def prepare(case: CaseSpec) -> tuple[Any, Any, dict[int, str]]:
+        import numpy as np
+
+        from .prompts import _sidecar_names
+
+        volume = load_volume(case.image, series_uid=args.series_uid)
+        gt = load_ground_truth(case.labels, volume)
+        names = names_override if names_override is not None else _sidecar_names(case.labels)
+        present = [int(v) for v in np.unique(gt) if v != 0]
+        structures = resolve_structures(args.label, names, present, case.labels)
+        _check_window(volume, window, case.image)
+        return volume, gt, structures
+
+    prepared = []
+    failures = 0
+    for case in cases:  # validate every input before loading the model
+        try:
+            prepared.append((case, *prepare(case)))
+        except Sam2MedError as err:
+            if single:
+                raise
+            failures += 1
+            print(f"{PROG}: case {case.name} FAILED: {err}", file=sys.stderr)
+    rows = []
+    if prepared:
+        lm = _load_model(args, out)
+
+        def run(volume: Any, prompt_set: Any) -> Any:
+            progress, close = _progress(out, "propagating")
+            try:
+                return segment_volume(volume, prompt_set, lm, window=window, progress=progress)
+            finally:
+                close()
+
+        for case, volume, gt, structures in prepared:
+            out.info(
+                f"case {case.name}: {len(structures)} structure(s), prompt "
+                f"{args.prompt_mode} on the {args.prompt_slice} slice"
+            )
+            try:
+                rows += evaluate_case(
+                    volume,
+                    gt,
+                    structures,
+                    run,
+                    case=case.name,
+                    axis=args.axis,
+                    mode=args.prompt_mode,
+                    slice_choice=args.prompt_slice,
+                    nsd_tol=args.nsd_tol,
+                )
+            except Sam2MedError as err:
+                if single:
+                    raise
+                failures += 1
+                print(f"{PROG}: case {case.name} FAILED: {err}", file=sys.stderr)
+    out.result(format_table(rows))
+    if args.out_csv:
+        out.info(f"wrote {write_csv(rows, args.out_csv)}")
+    if failures:
+        out.result(f"{failures} of {len(cases)} case(s) failed")
+    return EXIT_FAILURES if failures else EXIT_OK
+
+
+def _case_name(image: Path) -> str:
+    from .evaluate import _stem
+
+    return _stem(image)
+
+
+# ----------------------------------------------------------------------------------- info
+def describe_volume(volume: Any, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """JSON-ready geometry and intensity summary of a Volume (what ``sam2-med info`` prints)."""
+    import numpy as np
+
+    from . import geometry
+    from .intensity import resolve_intensity
+
+    prov = volume.provenance
+    try:
+        auto = resolve_intensity(volume, "auto").describe()
+    except ValueError as err:
+        auto = f"unavailable: {err}"
+    arr = np.asarray(volume.array)
+    finite = arr[np.isfinite(arr)] if np.issubdtype(arr.dtype, np.floating) else arr
+    return {
+        "path": str(path) if path is not None else (prov.paths[0] if prov.paths else None),
+        "format": prov.format,
+        "modality": volume.modality,
+        "description": prov.description,
+        "series_uid": prov.series_uid,
+        "shape_ijk": list(volume.shape),
+        "dtype": str(volume.dtype),
+        "spacing_mm": [round(float(s), 6) for s in volume.spacing],
+        "orientation": volume.orientation,
+        "source_orientation": prov.source_orientation or volume.orientation,
+        "oblique": geometry.is_oblique(volume.affine),
+        "affine_ras": np.round(volume.affine, 6).tolist(),
+        "affine_lps": np.round(volume.lps_affine, 6).tolist(),
+        "slice_axis": {
+            plane: {"axis": "ijk"[ax], "slices": int(volume.shape[ax])}
+            for plane in ("axial", "coronal", "sagittal")
+            for ax in [geometry.slice_axis(volume.affine, plane)]
+        },
+        "value_range": [float(finite.min()), float(finite.max())] if finite.size else None,
+        "window_hint": (
+            None
+            if volume.window is None
+            else {
+                "center": volume.window.center,
+                "width": volume.window.width,
+                "explanation": volume.window.explanation,
+            }
+        ),
+        "window_auto": auto,
+        "notes": list(prov.notes),
+    }
+
+
+def _format_info(d: dict[str, Any]) -> str:
+    def row(m: list[float]) -> str:
+        return "  [" + " ".join(f"{v:>11.4f}" for v in m) + "]"
+
+    hint = d["window_hint"]
+    lines = [
+        f"path:         {d['path']}",
+        f"format:       {d['format']}" + (f" ({d['description']})" if d["description"] else ""),
+        f"modality:     {d['modality']}"
+        + ("  (unknown: NIfTI does not record it)" if d["modality"] == "OT" else ""),
+        f"shape (i,j,k): {' x '.join(str(s) for s in d['shape_ijk'])}  ({d['dtype']})",
+        f"spacing:      {' x '.join(f'{s:g}' for s in d['spacing_mm'])} mm",
+        f"orientation:  {d['orientation']} (voxel axes i, j, k point towards "
+        f"{', '.join(d['orientation'])}; nibabel axcodes)" + ("  OBLIQUE" if d["oblique"] else ""),
+        "affine voxel (i,j,k) -> RAS mm:",
+        *(row(r) for r in d["affine_ras"][:3]),
+        "affine voxel (i,j,k) -> LPS mm (DICOM, ITK-SNAP):",
+        *(row(r) for r in d["affine_lps"][:3]),
+        "slices:       "
+        + ", ".join(f"{p} along {v['axis']} ({v['slices']})" for p, v in d["slice_axis"].items()),
+    ]
+    if d["value_range"] is not None:
+        lines.append(f"values:       {d['value_range'][0]:g} .. {d['value_range'][1]:g}")
+    lines.append(
+        "window hint:  "
+        + (
+            "none stored"
+            if hint is None
+            else f"center {hint['center']:g}, width {hint['width']:g}"
+            + (f" ({hint['explanation']})" if hint["explanation"] else "")
+        )
+    )
+    lines.append(f"--window auto: {d['window_auto']}")
+    if d["series_uid"]:
+        lines.append(f"series UID:   {d['series_uid']}")
+    for note in d["notes"]:
+        lines.append(f"note:         {note}")
+    lines.append(
+        "voxel indices are 0-based (i, j, k) as nibabel indexes the file; "
+        "ITK-SNAP shows them 1-based"
+    )
+    return "\n".join(lines)
+
+
+def cmd_info(args: argparse.Namespace, out: _Out) -> int:
+    from .io import MultipleSeriesError, list_series, load_volume
+
+    p = Path(args.image)
+    series_rows = None
+    if p.is_dir():
+        series = list_series(p)
+        series_rows = [
+            {
+                "series_uid": s.series_uid,
+                "description": s.description,
+                "modality": s.modality,
+                "slices": s.n_slices,
+                "rows": s.rows,
+                "cols": s.cols,
+                "files": s.n_files,
+                "series_number": s.series_number,
+                "is_image": s.is_image,
+                "summary": s.summary(),
+            }
+            for s in series
+        ]
+    try:
+        volume = load_volume(p, series_uid=args.series_uid)
+        desc: dict[str, Any] | None = describe_volume(volume, p)
+    except MultipleSeriesError:
+        desc = None  # several series and none chosen: the list says which to pick
+    if args.json:
+        out.result(json.dumps({"series": series_rows, "volume": desc}, indent=2))
+        return EXIT_OK
+    if series_rows is not None:
+        out.result(f"{len(series_rows)} DICOM series under {p}:")
+        for s in series_rows:
+            out.result(f"  {s['summary']}")
+        out.result("")
+    if desc is None:
+        out.result("several image series: choose one with --series-uid UID")
+    else:
+        out.result(_format_info(desc))
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------------------- weights
+def cmd_weights_list(args: argparse.Namespace, out: _Out) -> int:
+    from .api import DEFAULT_MODEL
+    from .models import cached_weights, default_cache_dir, get_spec, list_models
+
+    cache = args.cache_dir or default_cache_dir()
+    cached = {e.name: e for e in cached_weights(args.cache_dir)}
+    out.result(f"weights cache: {cache}")
+    for name in list_models():
+        spec = get_spec(name)
+        entry = cached.get(name)
+        mark = " (default)" if name == DEFAULT_MODEL else ""
+        state = f"cached, {entry.size / 2**20:.1f} MiB, {entry.status}" if entry else "not cached"
+        out.result(f"{name}{mark}: {spec.description}")
+        out.result(f"    licence: {spec.licence}; sha256: {spec.sha256 or 'none published'}")
+        out.result(
+            f"    weights: {state}"
+            + ("" if entry else f"; get {spec.filename} from {spec.where_to_get()}")
+        )
+    return EXIT_OK
+
+
+def cmd_weights_import(args: argparse.Namespace, out: _Out) -> int:
+    from .models import get_spec, import_weights
+
+    spec = get_spec(args.model)
+    dest = import_weights(args.file, args.model, cache_dir=args.cache_dir)
+    out.result(f"imported {args.file} as {args.model} -> {dest}")
+    out.result(f"licence: {spec.licence_text}")
+    return EXIT_OK
+
+
+def cmd_weights_verify(args: argparse.Namespace, out: _Out) -> int:
+    from .models import default_cache_dir, verify_cache
+
+    entries = verify_cache(args.cache_dir)
+    if not entries:
+        out.result(f"no cached weights in {args.cache_dir or default_cache_dir()}")
+        return EXIT_OK
+    bad = 0
+    for e in entries:
+        ok = e.status in ("verified", "unverified")
+        bad += not ok
+        out.result(f"{e.name}: {e.status} ({e.path}, sha256 {e.sha256})")
+    if bad:
+        print(
+            f"{PROG}: error: {bad} cached file(s) failed verification; re-import them",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------- main
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``sam2-med`` with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
+    debug = bool(getattr(args, "debug", False))
+    out = _Out(bool(getattr(args, "quiet", False)))
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args, out))
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Sam2MedError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as err:  # e.g. a folder that cannot be written
+        if debug:
+            traceback.print_exc()
+        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+        print(f"{PROG}: error: {where}{err.strerror or _one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as err:
+        if debug:
+            traceback.print_exc()
+        print(
+            f"{PROG}: error: internal error: {type(err).__name__}: {_one_line(err)} "
+            f"(rerun with --debug for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURES
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
