@@ -387,12 +387,22 @@ class SegmentationState:
         self.viewer.dims.set_point(wa, float(world[wa]))
 
     def show_axis(self) -> None:
-        """Make the viewer's slider run along the session axis (2D view)."""
+        """Show the session's slices in the radiological convention (2D view).
+
+        The slider runs along the session axis; the displayed plane is laid out as a
+        radiologist reads it: axial and coronal with the patient's right on the screen's left,
+        sagittal with anterior on the left, superior (coronal, sagittal) or anterior (axial) up.
+        """
         if self.geometry is None:
             return
         wa = self.world_axis()
-        others = [a for a in range(3) if a != wa]
-        self.viewer.dims.order = (wa, *others)
+        # world axes: 0 x (R), 1 y (A), 2 z (S); rows first, then columns
+        rows_cols = {2: (1, 0), 1: (2, 0), 0: (2, 1)}[wa]
+        self.viewer.dims.order = (wa, *rows_cols)
+        camera = self.viewer.camera
+        if hasattr(camera, "orientation2d"):
+            # rows increase upwards (anterior/superior up), columns increase leftwards
+            camera.orientation2d = ("up", "left")
 
     # -- drift review ------------------------------------------------------------------------
     def profile(self, label: int) -> tuple[np.ndarray, np.ndarray]:

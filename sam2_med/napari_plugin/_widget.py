@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -38,6 +39,7 @@ from qtpy.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -105,22 +107,40 @@ class Sam2MedWidget(QWidget):
 
     # ------------------------------------------------------------------------------------ UI
     def _build(self) -> None:
-        root = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        inner = QWidget()
+        scroll.setWidget(inner)
+        outer.addWidget(scroll)
+        root = QVBoxLayout(inner)
 
         model_box = QGroupBox("Model")
         mf = QFormLayout(model_box)
         self.model_combo = QComboBox()
-        self.model_combo.setToolTip("name | input size | licence | weights available here?")
+        self.model_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.model_combo.setMinimumContentsLength(12)
         self.device_combo = QComboBox()
         self.device_combo.addItems(_devices())
         self.load_button = QPushButton("Load model")
-        self.import_button = QPushButton("Import checkpoint…")
+        self.import_button = QPushButton("Import file…")
+        self.import_button.setToolTip(
+            "load a local SAM 2 / SAM 2.1 / MedSAM2 checkpoint (.pt); for a registered model "
+            "it is checked and copied into the weight cache"
+        )
+        self.model_info = QLabel("")
+        self.model_info.setWordWrap(True)
         self.model_status = QLabel("no model loaded")
         self.model_status.setWordWrap(True)
         row = QHBoxLayout()
         row.addWidget(self.load_button)
         row.addWidget(self.import_button)
         mf.addRow("model", self.model_combo)
+        mf.addRow(self.model_info)
         mf.addRow("device", self.device_combo)
         mf.addRow(row)
         mf.addRow(self.model_status)
@@ -145,7 +165,7 @@ class Sam2MedWidget(QWidget):
         obj_box = QGroupBox("Objects")
         of = QVBoxLayout(obj_box)
         self.object_list = QListWidget()
-        self.object_list.setMaximumHeight(90)
+        self.object_list.setMaximumHeight(70)
         self.object_name = QLineEdit()
         self.object_name.setPlaceholderText("name, e.g. liver")
         self.add_object_button = QPushButton("Add")
@@ -160,14 +180,17 @@ class Sam2MedWidget(QWidget):
 
         seg_box = QGroupBox("Segment")
         sf = QVBoxLayout(seg_box)
-        hint = QLabel(
-            "Click points in 'sam2 prompts (+)' / '(-)', draw a rectangle in 'sam2 box "
-            "prompts', or paint the current slice of the segmentation layer."
+        seg_box.setToolTip(
+            "Prompt a slice: click points in the 'sam2 prompts (+)' / '(-)' layers, draw a "
+            "rectangle in 'sam2 box prompts', or paint the slice in the segmentation layer "
+            "and press 'Use painted slice'."
         )
-        hint.setWordWrap(True)
-        sf.addWidget(hint)
         self.segment_button = QPushButton("Segment slice")
-        self.mask_button = QPushButton("Use painted slice")
+        self.mask_button = QPushButton("Painted → mask")
+        self.mask_button.setToolTip(
+            "send what is painted with the current object's label on the current slice as a "
+            "mask prompt"
+        )
         self.propagate_button = QPushButton("Propagate")
         self.update_button = QPushButton("Update")
         self.update_button.setToolTip("send new prompts, then re-propagate between anchors only")
@@ -196,8 +219,11 @@ class Sam2MedWidget(QWidget):
         self.review_summary = QLabel("no results yet")
         self.review_summary.setWordWrap(True)
         self.review_list = QListWidget()
-        self.review_list.setMaximumHeight(120)
+        self.review_list.setMaximumHeight(100)
         self.next_suspicious_button = QPushButton("Next suspicious slice")
+        self.next_suspicious_button.setToolTip(
+            "low object score, or an area change of more than half from the previous slice"
+        )
         rf.addWidget(self.review_summary)
         rf.addWidget(self.review_list)
         rf.addWidget(self.next_suspicious_button)
@@ -205,13 +231,19 @@ class Sam2MedWidget(QWidget):
 
         export_box = QGroupBox("Export")
         ef = QVBoxLayout(export_box)
-        self.seg_checkbox = QCheckBox("also DICOM SEG (DICOM images)")
+        self.seg_checkbox = QCheckBox("also DICOM SEG")
+        self.seg_checkbox.setToolTip("for images read from DICOM: <name>_seg.dcm next to the NIfTI")
         self.export_button = QPushButton("Export mask…")
         ef.addWidget(self.seg_checkbox)
         ef.addWidget(self.export_button)
         root.addWidget(export_box)
         root.addStretch(1)
+        # vertical scrolling only: the dock is as wide as the controls need
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        bar = scroll.verticalScrollBar().sizeHint().width()
+        scroll.setMinimumWidth(inner.minimumSizeHint().width() + bar)
 
+        self.model_combo.currentIndexChanged.connect(self._on_model_selected)
         self.load_button.clicked.connect(self._on_load_clicked)
         self.import_button.clicked.connect(self._on_import_clicked)
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
@@ -280,13 +312,18 @@ class Sam2MedWidget(QWidget):
         for i, (name, text, licence) in enumerate(choices):
             self.model_combo.addItem(text, name)
             self.model_combo.setItemData(i, licence, Qt.ItemDataRole.ToolTipRole)
+        self._on_model_selected(self.model_combo.currentIndex())
+
+    def _on_model_selected(self, index: int) -> None:
+        text = self.model_combo.itemText(index) if index >= 0 else ""
+        self.model_info.setText(text.replace(" | ", "\n", 1) if text else "")
 
     def set_model(self, model: Any) -> None:
         """Use an already loaded model (a :class:`~sam2_med.models.LoadedModel`)."""
         self.state.set_model(model)
         self.model_status.setText(
-            f"{model.name}: {model.image_size} px, {getattr(model, 'device', 'cpu')}, "
-            f"licence {getattr(model, 'licence', '?')}"
+            f"loaded: {model.name}, {model.image_size} px, {getattr(model, 'device', 'cpu')}; "
+            f"licence: {getattr(model, 'licence', '?')}"
         )
         self._update_enabled()
 
