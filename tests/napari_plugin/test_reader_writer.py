@@ -209,3 +209,36 @@ def test_plugin_package_and_readers_load_no_qt():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.gui
+def test_phantom_dicom_and_nifti_share_a_grid_and_dicom_labels_save_as_seg(
+    make_napari_viewer, tmp_path
+):
+    import pydicom
+
+    from sam2_med.phantom import write_phantom
+
+    written = write_phantom(tmp_path / "phantom")
+    viewer = make_napari_viewer()
+    [nifti] = viewer.open(str(written["image"]), plugin="sam2-med")
+    [dicom] = viewer.open(str(written["dicom"]), plugin="sam2-med")
+    g_n, g_d = geometry_of(nifti.metadata), geometry_of(dicom.metadata)
+    assert g_d.volume.provenance.format == "dicom"
+    np.testing.assert_allclose(g_d.volume.affine, g_n.volume.affine, atol=1e-3)
+    np.testing.assert_allclose(dicom.affine.affine_matrix, nifti.affine.affine_matrix, atol=1e-3)
+
+    labels_vol = np.zeros(g_d.volume.shape, np.uint8)
+    labels_vol[40:60, 30:50, 15:25] = 1
+    labels = viewer.add_labels(
+        g_d.to_data(labels_vol),
+        affine=dicom.affine,
+        metadata={"sam2_med": g_d, "sam2_med_label_names": {1: "liver"}},
+    )
+    viewer.layers.selection = {labels}
+    out = tmp_path / "seg.dcm"
+    assert viewer.layers.save(str(out), selected=True, plugin="sam2-med") == [str(out)]
+    seg = pydicom.dcmread(out)
+    assert seg.Modality == "SEG"
+    assert seg.SegmentSequence[0].SegmentLabel == "liver"
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == g_d.volume.provenance.series_uid
