@@ -649,7 +649,8 @@ class Sam2MedWidget(QWidget):
         self.status.setText(f"{what}…")
         self._update_enabled()
         # errors are handled by on_error (a notification), not re-raised in the event loop
-        worker = create_worker(func, _start_thread=False, _ignore_errors=True)
+        progress = {"total": total, "desc": what} if generator and total else None
+        worker = create_worker(func, _start_thread=False, _ignore_errors=True, _progress=progress)
         failed: list[BaseException] = []
 
         def on_yield(result: Any) -> None:
