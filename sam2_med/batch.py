@@ -405,6 +405,7 @@ def write_datalist(
     data["numTraining" if key == "training" else f"num_{key}"] = len(entries)
     data[key] = entries
     try:
+        p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     except OSError as err:
         raise BatchError(f"cannot write datalist: {err.strerror or err}", p) from None

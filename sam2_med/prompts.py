@@ -10,8 +10,8 @@ Every prompt says which space its coordinates are in (there is no silent default
 
 ``"voxel"``
     0-based array indices ``(i, j, k)`` exactly as nibabel indexes the file
-    (``nib.load(f).get_fdata()[i, j, k]``); napari shows the same numbers for a layer opened
-    with sam2-med's reader. For a DICOM series ``i`` is the column, ``j`` the row and ``k`` the
+    (``nib.load(f).get_fdata()[i, j, k]``); napari shows the same 0-based indices (sam2-med's
+    napari reader keeps the file's axis order unless the axes are permuted, e.g. sagittal PSR). For a DICOM series ``i`` is the column, ``j`` the row and ``k`` the
     slice in position order (the order sam2-med's reader stacks them; see ``sam2-med info``).
     ITK-SNAP shows **1-based** voxel coordinates: subtract 1 from each of its numbers.
 ``"world_ras"``
