@@ -1,0 +1,174 @@
+"""Bounded per-slice image-feature cache for :class:`sam2_med.session.Session`.
+
+SAM 2's image encoder output for a slice does not depend on prompts or memory, so a session
+computes it at most once per slice while it stays in the cache, and every tracking state of the
+session (one per object and run) reads it from here. The cache is an LRU bounded in bytes; the
+position encodings, identical for every frame, are stored once.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["FeatureCache", "LazyFrames", "SessionStats"]
+
+
+@dataclass
+class SessionStats:
+    """Counters a test or a benchmark can read; nothing here changes behaviour.
+
+    Attributes
+    ----------
+    encoder_calls : int
+        Slices run through the image encoder (a batch of ``n`` slices counts ``n``).
+    encoder_batches : int
+        Calls of the image encoder.
+    decoded_slices : list of int
+        Slice index of every mask-decoder run (prompt previews and propagation), in order.
+    decoded : list of (int, int)
+        ``(label, slice_index)`` of every mask-decoder run, in order.
+    cache_hits, cache_misses, cache_evictions : int
+        Feature-cache lookups served, missed, and entries dropped for the memory budget.
+    cache_peak_bytes : int
+        Largest number of bytes the feature cache held.
+    """
+
+    encoder_calls: int = 0
+    encoder_batches: int = 0
+    decoded_slices: list[int] = field(default_factory=list)
+    decoded: list[tuple[int, int]] = field(default_factory=list)
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cache_evictions: int = 0
+    cache_peak_bytes: int = 0
+
+    def reset(self) -> None:
+        """Zero every counter (the cache contents are untouched)."""
+        self.__init__()  # type: ignore[misc]
+
+
+def _nbytes(ts: Sequence[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in ts)
+
+
+class FeatureCache:
+    """LRU of backbone features per slice, with the interface transformers' session cache has.
+
+    A ``Sam2VideoInferenceSession`` calls ``get_vision_features(frame_idx)`` before running the
+    image encoder and ``cache_vision_features(frame_idx, features)`` after; installing one
+    ``FeatureCache`` as the ``cache`` of every tracking state shares features between them.
+
+    Parameters
+    ----------
+    encode : callable
+        ``encode(slice_indices) -> (feats, pos)``: ``feats`` a list over slices of lists of
+        per-level tensors ``(HW_l, 1, C_l)``; ``pos`` the per-level position encodings
+        ``(HW_l, 1, C)`` (the same for every slice).
+    budget_bytes : int
+        Upper bound of the bytes held by cached features (position encodings excluded: they
+        are stored once). At least one slice is always kept.
+    stats : SessionStats
+        Updated in place.
+    """
+
+    def __init__(
+        self,
+        encode: Callable[[Sequence[int]], tuple[list[list[torch.Tensor]], list[torch.Tensor]]],
+        budget_bytes: int,
+        stats: SessionStats,
+    ) -> None:
+        self._encode = encode
+        self.budget_bytes = int(budget_bytes)
+        self.stats = stats
+        self._feats: OrderedDict[int, list[torch.Tensor]] = OrderedDict()
+        self._pos: list[torch.Tensor] | None = None
+        self.nbytes = 0
+
+    def __contains__(self, k: int) -> bool:
+        return k in self._feats
+
+    def __len__(self) -> int:
+        return len(self._feats)
+
+    @property
+    def slices(self) -> list[int]:
+        """Cached slice indices, least recently used first."""
+        return list(self._feats)
+
+    def _store(self, k: int, feats: list[torch.Tensor]) -> None:
+        if k in self._feats:
+            self.nbytes -= _nbytes(self._feats.pop(k))
+        self._feats[k] = feats
+        self.nbytes += _nbytes(feats)
+        while self.nbytes > self.budget_bytes and len(self._feats) > 1:
+            _, old = self._feats.popitem(last=False)
+            self.nbytes -= _nbytes(old)
+            self.stats.cache_evictions += 1
+        self.stats.cache_peak_bytes = max(self.stats.cache_peak_bytes, self.nbytes)
+
+    def ensure(self, ks: Sequence[int]) -> None:
+        """Encode the slices of ``ks`` that are not cached, in one encoder call."""
+        missing = [int(k) for k in dict.fromkeys(ks) if int(k) not in self._feats]
+        for k in ks:
+            if int(k) in self._feats:
+                self._feats.move_to_end(int(k))
+        if not missing:
+            return
+        feats, pos = self._encode(missing)
+        if self._pos is None:
+            self._pos = pos
+        for k, f in zip(missing, feats, strict=True):
+            self._store(k, f)
+
+    def features(self, k: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``(feats, pos)`` of slice ``k``, encoding it if needed."""
+        k = int(k)
+        if k in self._feats:
+            self.stats.cache_hits += 1
+            self._feats.move_to_end(k)
+        else:
+            self.stats.cache_misses += 1
+            self.ensure([k])
+        assert self._pos is not None
+        return self._feats[k], self._pos
+
+    # -- the interface of transformers' Sam2VideoInferenceCache ------------------------------
+    def get_vision_features(self, frame_idx: int) -> dict | None:
+        feats, pos = self.features(frame_idx)
+        return {"vision_feats": list(feats), "vision_pos_embeds": list(pos)}
+
+    def cache_vision_features(self, frame_idx: int, features: dict) -> None:  # pragma: no cover
+        # never reached: get_vision_features always answers
+        self._store(int(frame_idx), [f.clone() for f in features["vision_feats"]])
+
+    def clear_all(self) -> None:
+        """Drop every cached slice."""
+        self._feats.clear()
+        self.nbytes = 0
+
+
+class LazyFrames:
+    """Stand-in for ``Sam2VideoInferenceSession.processed_frames``: a length, and no pixels.
+
+    transformers reads ``len(processed_frames)`` as the number of frames of the video (it bounds
+    the object pointers SAM 2 attends to, as in Meta's predictor). Pixels are never read from
+    here because the shared :class:`FeatureCache` always answers first; indexing builds the
+    frame lazily all the same.
+    """
+
+    def __init__(self, n: int, frame: Callable[[int], torch.Tensor]) -> None:
+        self._n = int(n)
+        self._frame = frame
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, k: int) -> torch.Tensor:  # pragma: no cover - see class docstring
+        return self._frame(int(k))
+
+    def __setitem__(self, k: int, v: torch.Tensor) -> None:  # pragma: no cover
+        raise RuntimeError("a sam2-med tracking state takes no pixel frames")

@@ -1,0 +1,300 @@
+"""Session: prompts, anchors, both-way propagation, corrections, objects, undo, limits, cache.
+
+Tiny random models (``sam2_med.models.testing``) on small synthetic volumes: the masks mean
+nothing, but geometry, bookkeeping and counters are exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sam2_med.errors import PromptError
+from sam2_med.geometry import lps_to_ras
+from sam2_med.models import LoadedModel
+from sam2_med.models.testing import random_model, tiny_config
+from sam2_med.session import Session, SliceResult
+from sam2_med.volume import Volume
+
+
+@pytest.fixture(scope="module")
+def model():
+    return LoadedModel.from_module(random_model(tiny_config(128), seed=0), name="tiny-test")
+
+
+@pytest.fixture(scope="module")
+def absent_model():
+    """A model whose object score always says "no object"."""
+    return LoadedModel.from_module(random_model(tiny_config(128), seed=1, object_score_bias=-10.0))
+
+
+def _rot(axis: int, deg: float) -> np.ndarray:
+    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+    i, j = [a for a in range(3) if a != axis]
+    r = np.eye(3)
+    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+    return r
+
+
+def _affine(m3) -> np.ndarray:
+    a = np.eye(4)
+    a[:3, :3] = m3
+    a[:3, 3] = (5.0, -7.0, 11.0)
+    return a
+
+
+AFFINES = {
+    "LPS": lps_to_ras(_affine(np.diag([0.9, 0.9, 2.0]))),
+    "oblique": _affine(_rot(0, 15) @ _rot(2, 25) @ np.diag([-0.9, -0.9, 2.0])),
+    # sagittal acquisition stored permuted: i -> posterior, j -> inferior, k -> right
+    "sagittal_permuted": _affine(np.array([[0.0, 0.0, 1.2], [-0.7, 0.0, 0.0], [0.0, -0.7, 0.0]])),
+}
+
+
+def _volume(name: str = "LPS", shape=(36, 44, 24)) -> Volume:
+    rng = np.random.default_rng(0)
+    arr = rng.normal(0.0, 30.0, shape).astype(np.float32)
+    ii, jj, kk = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    arr[(ii / 0.6) ** 2 + (jj / 0.5) ** 2 + (kk / 0.8) ** 2 < 1] += 250.0
+    return Volume(arr, AFFINES[name], modality="CT")
+
+
+def _blob(shape, center, radii) -> np.ndarray:
+    a, b = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    return ((a - center[0]) / radii[0]) ** 2 + ((b - center[1]) / radii[1]) ** 2 < 1
+
+
+def _asymmetric_mask(shape) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    a, b = shape
+    m[a // 5 : a // 2, b // 6 : (3 * b) // 4] = True  # off-centre rectangle
+    m[a // 2 : (4 * a) // 5, b // 6 : b // 3] = True  # an L foot: not symmetric under flips
+    return m
+
+
+# -- geometry oracle ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "axis"),
+    [("LPS", "axial"), ("oblique", "axial"), ("sagittal_permuted", "sagittal"), ("LPS", "coronal")],
+)
+def test_mask_prompt_comes_back_on_exactly_its_voxels(model, name: str, axis: str) -> None:
+    vol = _volume(name)
+    s = Session(model, vol, axis=axis)
+    lab = s.add_object("organ")
+    k = s.n_slices // 2
+    mask = _asymmetric_mask(s.stream.slice_shape)
+    res = s.add_mask(lab, k, mask)
+    assert res.slice_index == k and res.direction == 0
+    np.testing.assert_array_equal(res.masks[lab], mask)
+    lm = s.label_map().array
+    np.testing.assert_array_equal(np.argwhere(lm == lab), np.argwhere(_on_slice(s, k, mask)))
+    # the model saw the mask in the same place: its own low-res logits map back onto it
+    back = s.stream.frame_logits_to_slice(res.logits[lab]) > 0
+    assert (back & mask).sum() / (back | mask).sum() > 0.8
+    list(s.propagate())
+    lm = s.label_map().array
+    np.testing.assert_array_equal(np.take(lm, k, axis=s.axis_index) == lab, mask)
+
+
+def _on_slice(s: Session, k: int, mask2d: np.ndarray) -> np.ndarray:
+    out = np.zeros(s.volume.shape, bool)
+    out[s.stream.slice_to_volume_index(k)] = mask2d
+    return out
+
+
+def test_point_prompt_preview_is_on_the_clicked_slice(model) -> None:
+    vol = _volume("oblique")
+    s = Session(model, vol, axis="axial")
+    lab = s.add_object()
+    res = s.add_points(lab, [[18, 22, 9], [10, 10, 9]], [1, 0])
+    assert res.slice_index == 9 and isinstance(res, SliceResult)
+    assert res.masks[lab].shape == s.stream.slice_shape and res.masks[lab].dtype == bool
+    assert res.areas[lab] == res.masks[lab].sum() > 0
+    assert res.logits[lab].shape == (32, 32)
+    assert s.anchors(lab) == (9,)
+    assert s.stats.decoded_slices == [9] and s.stats.encoder_calls == 1
+
+
+# -- propagation --------------------------------------------------------------------------------
+def test_propagation_covers_every_slice_both_ways(model) -> None:
+    s = Session(model, _volume())
+    lab = s.add_object()
+    s.add_box(lab, [10, 12, 12], [26, 30, 12])
+    seen = []
+    calls = []
+    for res in s.propagate(progress=lambda d, t: calls.append((d, t))):
+        seen.append((res.slice_index, res.direction))
+    assert sorted(k for k, _ in seen) == [k for k in range(24) if k != 12]
+    assert all(d == (1 if k > 12 else -1) for k, d in seen)
+    # forward first, then backward from the anchor
+    assert [k for k, _ in seen] == list(range(13, 24)) + list(range(11, -1, -1))
+    assert calls[-1] == (23, 23)
+    prof = s.profile(lab)
+    assert np.all(np.isfinite(prof.scores)) and np.all(np.isfinite(prof.areas))
+    assert prof.anchors == (12,)
+    assert s.pending() == 0 and list(s.propagate()) == []
+
+
+def test_correction_reruns_only_between_neighbouring_anchors(model) -> None:
+    s = Session(model, _volume(), memory_budget_mb=64)
+    lab = s.add_object()
+    s.add_points(lab, [[18, 22, 4]], [1])
+    s.add_points(lab, [[18, 22, 20]], [1])
+    list(s.propagate())
+    assert s.stats.encoder_calls == 24
+    before = {k: s._objects[lab].results[k] for k in range(24)}
+    s.stats.reset()
+    s.add_points(lab, [[20, 22, 11]], [0])
+    done = [r.slice_index for r in s.propagate()]
+    assert sorted(done) == [k for k in range(5, 20) if k != 11]
+    assert sorted(set(s.stats.decoded_slices)) == list(range(5, 20))
+    assert s.stats.encoder_calls == 0  # every slice came from the feature cache
+    after = s._objects[lab].results
+    for k in [*range(5), *range(20, 24)]:
+        assert after[k] is before[k]  # accepted slices elsewhere untouched
+    # nearest-anchor split: 5..7 from 4 forward, 8..10 from 11 backward, 12..15 forward, ...
+    order = s.stats.decoded_slices
+    assert order[0] == 11
+    assert order[1:4] == [5, 6, 7]
+
+
+def test_two_objects_first_accepted_voxels_survive(model) -> None:
+    s = Session(model, _volume())
+    a = s.add_object("first")
+    b = s.add_object("second")
+    assert s.objects == {a: "first", b: "second"}
+    k = 12
+    shape = s.stream.slice_shape
+    s.add_mask(a, k, _blob(shape, (18, 22), (8, 8)))
+    list(s.propagate())
+    first = s.label_map().array == a
+    assert first.sum() > 0
+    s.add_mask(b, k, _blob(shape, (22, 22), (10, 12)))  # overlaps the first object
+    list(s.propagate())
+    lm = s.label_map()
+    assert lm.names == {a: "first", b: "second"}
+    assert lm.array.dtype == np.uint8
+    np.testing.assert_array_equal(lm.array[first], a)
+    assert (lm.array == b).sum() > 0
+    # the second object alone does claim some of the first's voxels
+    assert (s.object_volume(b) & first).sum() > 0
+
+
+def test_undo_restores_masks_and_anchors(model) -> None:
+    s = Session(model, _volume())
+    lab = s.add_object()
+    s.add_points(lab, [[18, 22, 12]], [1])
+    list(s.propagate())
+    lm0 = s.label_map().array.copy()
+    s.add_points(lab, [[18, 22, 18]], [0])
+    list(s.propagate())
+    assert s.anchors(lab) == (12, 18)
+    assert s.undo() is True
+    assert s.anchors(lab) == (12,)
+    np.testing.assert_array_equal(s.label_map().array, lm0)
+    assert s.pending() == 0
+    assert s.undo() is True
+    assert s.anchors(lab) == () and s.label_map().array.max() == 0
+    assert s.undo() is False
+
+
+def test_cancel_and_resume_finishes_without_recomputing(model) -> None:
+    vol = _volume()
+    ref = Session(model, vol)
+    lab = ref.add_object()
+    ref.add_points(lab, [[18, 22, 12]], [1])
+    ref_res = {r.slice_index: r for r in ref.propagate()}
+
+    s = Session(model, vol)
+    s.add_object()
+    s.add_points(lab, [[18, 22, 12]], [1])
+    n = 0
+
+    def cancel() -> bool:
+        return n >= 5
+
+    first = []
+    for r in s.propagate(cancel=cancel):
+        first.append(r.slice_index)
+        n += 1
+    assert len(first) == 5 and s.pending() == 23 - 5
+    rest = [r for r in s.propagate()]
+    assert sorted(first + [r.slice_index for r in rest]) == sorted(ref_res)
+    assert len(s.stats.decoded_slices) == 24  # nothing decoded twice
+    for r in rest:
+        np.testing.assert_allclose(r.logits[lab], ref_res[r.slice_index].logits[lab], atol=1e-5)
+    # breaking out of the loop also suspends cleanly
+    s2 = Session(model, vol)
+    s2.add_object()
+    s2.add_points(lab, [[18, 22, 12]], [1])
+    for _ in s2.propagate():
+        break
+    assert s2.pending() == 22
+    assert len(list(s2.propagate())) == 22
+
+
+def test_stop_after_empty_and_slice_limits(model, absent_model) -> None:
+    vol = _volume()
+    s = Session(absent_model, vol, stop_after_empty=2)
+    lab = s.add_object()
+    s.add_points(lab, [[18, 22, 12]], [1])
+    done = sorted(r.slice_index for r in s.propagate())
+    assert done == [10, 11, 13, 14]
+    prof = s.profile(lab)
+    assert np.isnan(prof.scores[:10]).all() and np.isnan(prof.scores[15:]).all()
+    assert s.label_map().array.max() == 0 and s.pending() == 0
+
+    s = Session(model, vol, max_slices=3, slice_range=(8, 22))
+    lab = s.add_object()
+    s.add_points(lab, [[18, 22, 20]], [1])
+    done = sorted(r.slice_index for r in s.propagate())
+    assert done == [17, 18, 19, 21, 22]
+    assert np.isfinite(s.profile(lab).scores).sum() == 6
+
+
+def test_prompt_validation(model) -> None:
+    s = Session(model, _volume())
+    lab = s.add_object()
+    with pytest.raises(PromptError, match="several axial slices"):
+        s.add_points(lab, [[1, 1, 3], [1, 1, 4]], [1, 1])
+    with pytest.raises(PromptError, match="outside the volume"):
+        s.add_points(lab, [[40, 1, 3]], [1])
+    with pytest.raises(PromptError, match="point labels"):
+        s.add_points(lab, [[1, 1, 3]], [2])
+    with pytest.raises(PromptError, match="2 points but 1"):
+        s.add_points(lab, [[1, 1, 3], [2, 2, 3]], [1])
+    with pytest.raises(PromptError, match="box corners lie on several"):
+        s.add_box(lab, [1, 1, 3], [5, 5, 6])
+    with pytest.raises(PromptError, match="mask shape"):
+        s.add_mask(lab, 3, np.ones((44, 36), bool))
+    with pytest.raises(PromptError, match="no object with label 7"):
+        s.add_points(7, [[1, 1, 3]], [1])
+    with pytest.raises(PromptError, match="integer voxel"):
+        s.add_points(lab, [[1.5, 1, 3]], [1])
+    assert s.anchors(lab) == () and s.stats.decoded_slices == []
+
+
+def test_memory_budget_evicts_features(model) -> None:
+    s = Session(model, _volume(), memory_budget_mb=0.3)  # two slices of tiny features
+    lab = s.add_object()
+    s.add_points(lab, [[18, 22, 12]], [1])
+    list(s.propagate())
+    assert len(s._cache) <= 2 and s.stats.cache_evictions >= 21
+    assert s.stats.cache_peak_bytes <= 0.3 * 2**20
+    s.stats.reset()
+    s.add_points(lab, [[18, 22, 6]], [1])
+    list(s.propagate())
+    assert s.stats.encoder_calls >= len(set(s.stats.decoded_slices)) - 2
+
+
+def test_remove_object_and_suspicious_slices(model) -> None:
+    s = Session(model, _volume())
+    a = s.add_object()
+    s.add_points(a, [[18, 22, 12]], [1])
+    list(s.propagate())
+    sus = s.suspicious_slices(a)
+    assert all(0 <= k < 24 for k in sus) and 12 not in sus
+    s.remove_object(a)
+    assert s.objects == {} and s.label_map().array.max() == 0
+    with pytest.raises(PromptError):
+        s.profile(a)
