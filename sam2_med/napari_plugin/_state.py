@@ -188,23 +188,28 @@ class SegmentationState:
                 units=MM,
             )
         self._update_label_names()
+        # prompt layers step through the world like the image (one slider step per slice);
+        # their data are world mm divided by that scale, and are read back through
+        # data_to_world, so clicks keep mapping to the voxel drawn under them
+        common = {"ndim": 3, "scale": self.prompt_scale(), "units": MM}
         if POSITIVE_LAYER not in viewer.layers:
-            viewer.add_points(
-                np.zeros((0, 3)), ndim=3, name=POSITIVE_LAYER, face_color="lime", size=4, units=MM
-            )
+            viewer.add_points(name=POSITIVE_LAYER, face_color="lime", size=4, **common)
         if NEGATIVE_LAYER not in viewer.layers:
-            viewer.add_points(
-                np.zeros((0, 3)), ndim=3, name=NEGATIVE_LAYER, face_color="red", size=4, units=MM
-            )
+            viewer.add_points(name=NEGATIVE_LAYER, face_color="red", size=4, **common)
         if BOX_LAYER not in viewer.layers:
             viewer.add_shapes(
-                ndim=3,
                 name=BOX_LAYER,
                 edge_color="yellow",
                 face_color="transparent",
                 edge_width=1,
-                units=MM,
+                **common,
             )
+
+    def prompt_scale(self) -> tuple[float, float, float]:
+        """World mm per data unit of the prompt layers: the image's spacing along x, y, z."""
+        assert self.geometry is not None
+        lay = np.abs(self.geometry.layer_affine[:3, :3])
+        return tuple(float(v) for v in lay.max(axis=1))  # type: ignore[return-value]
 
     # -- objects -----------------------------------------------------------------------------
     def add_object(self, name: str | None = None) -> ObjectEntry:
@@ -299,7 +304,9 @@ class SegmentationState:
         assert self.geometry is not None
         self.ensure_layers()
         name = POSITIVE_LAYER if positive else NEGATIVE_LAYER
-        self.viewer.layers[name].add(self.geometry.voxel_to_world(np.asarray(ijk, np.float64)))
+        layer = self.viewer.layers[name]
+        world = self.geometry.voxel_to_world(np.asarray(ijk, np.float64))
+        layer.add(_world_to_layer_data(layer, world[None])[0])
 
     def add_box_prompt(self, corner_a: np.ndarray, corner_b: np.ndarray) -> None:
         """Draw a rectangle prompt between two voxels of one slice (as dragging would)."""
@@ -313,7 +320,8 @@ class SegmentationState:
         corners[1, v] = b[v]
         corners[2, [u, v]] = b[[u, v]]
         corners[3, u] = b[u]
-        self.viewer.layers[BOX_LAYER].add_rectangles(self.geometry.voxel_to_world(corners))
+        layer = self.viewer.layers[BOX_LAYER]
+        layer.add_rectangles(_world_to_layer_data(layer, self.geometry.voxel_to_world(corners)))
 
     def clear_prompts(self) -> None:
         """Empty the prompt layers (their prompts have reached the session)."""
@@ -437,6 +445,11 @@ class SegmentationState:
                 pass
         scores, areas = self.profile(label)
         return suspicious_from_profile(scores, areas)
+
+
+def _world_to_layer_data(layer: Any, world: np.ndarray) -> np.ndarray:
+    """World mm ``(N, 3)`` -> a layer's data coordinates ``(N, 3)``."""
+    return np.array([np.asarray(layer.world_to_data(w), dtype=np.float64) for w in world])
 
 
 def suspicious_from_profile(scores: np.ndarray, areas: np.ndarray) -> list[int]:

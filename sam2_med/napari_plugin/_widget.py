@@ -647,6 +647,9 @@ class Sam2MedWidget(QWidget):
         self.progress.setRange(0, total or 0)
         self.progress.setValue(0)
         self.status.setText(f"{what}…")
+        if sync:
+            self.review_summary.setText(f"{what}… (the review updates when it ends)")
+            self.review_list.clear()
         self._update_enabled()
         # errors are handled by on_error (a notification), not re-raised in the event loop
         progress = {"total": total, "desc": what} if generator and total else None
