@@ -386,7 +386,12 @@ class Session:
         return int(ks[0])
 
     def add_points(
-        self, label: int, points_ijk: np.ndarray | Sequence, point_labels: np.ndarray | Sequence
+        self,
+        label: int,
+        points_ijk: np.ndarray | Sequence,
+        point_labels: np.ndarray | Sequence,
+        *,
+        box: tuple[np.ndarray | Sequence, np.ndarray | Sequence] | None = None,
     ) -> SliceResult:
         """Add clicks on one slice; that slice becomes an anchor of the object.
 
@@ -399,6 +404,11 @@ class Session:
             axis.
         point_labels : (N,) array_like of int
             1 = positive (inside), 0 = negative (outside).
+        box : (corner_a_ijk, corner_b_ijk), optional
+            A box on the same slice given together with the clicks, in one decoder run (as
+            :meth:`add_box` followed by clicks would be, except that the clicks do not see the
+            box-only result as a mask prompt). It restarts the slice's prompts like
+            :meth:`add_box`.
 
         Returns
         -------
@@ -425,6 +435,13 @@ class Session:
             )
         _, xy = self.stream.voxel_to_model_xy(pts.astype(np.int64))
         old = obj.prompts.get(k)
+        if box is not None:
+            bk, bxy = self._box_xy(box[0], box[1])
+            if bk != k:
+                raise PromptError(f"the box is on slice {bk}, the points on slice {k}")
+            coords = np.concatenate([bxy, xy.astype(np.float32)])
+            plabs = np.concatenate([np.array([2, 3], np.int32), labs.astype(np.int32)])
+            return self._prompt(obj, k, _Prompt(coords, plabs))
         if old is not None and old.mask is None:
             coords = np.concatenate([old.coords, xy.astype(np.float32)])
             plabs = np.concatenate([old.labels, labs.astype(np.int32)])
@@ -454,13 +471,17 @@ class Session:
         clicks, box or mask on that slice are replaced. Add clicks after the box to refine it.
         """
         obj = self._obj(label)
+        k, box = self._box_xy(corner_a_ijk, corner_b_ijk)
+        return self._prompt(obj, k, _Prompt(box, np.array([2, 3], np.int32)))
+
+    def _box_xy(self, corner_a_ijk, corner_b_ijk) -> tuple[int, np.ndarray]:
+        """Slice index and (2, 2) float32 model-pixel box ``[[x0, y0], [x1, y1]]``."""
         corners = np.stack(
             [np.asarray(corner_a_ijk).reshape(-1), np.asarray(corner_b_ijk).reshape(-1)]
         )
         k = self._slice_of(corners, "box corners")
         _, xy = self.stream.voxel_to_model_xy(corners.astype(np.int64))
-        box = np.stack([xy.min(axis=0), xy.max(axis=0)]).astype(np.float32)
-        return self._prompt(obj, k, _Prompt(box, np.array([2, 3], np.int32)))
+        return k, np.stack([xy.min(axis=0), xy.max(axis=0)]).astype(np.float32)
 
     def add_mask(self, label: int, slice_index: int, mask2d: np.ndarray) -> SliceResult:
         """Give the object's mask on one slice; that slice becomes an anchor.

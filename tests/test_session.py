@@ -17,6 +17,18 @@ from sam2_med.session import Session, SliceResult
 from sam2_med.volume import Volume
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: the tiny model gains nothing from two, and on a shared 2-core box
+    two spinning OpenMP threads slow these tests down several times."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def model():
     return LoadedModel.from_module(random_model(tiny_config(128), seed=0), name="tiny-test")
@@ -298,3 +310,39 @@ def test_remove_object_and_suspicious_slices(model) -> None:
     assert s.objects == {} and s.label_map().array.max() == 0
     with pytest.raises(PromptError):
         s.profile(a)
+
+
+def test_session_on_a_model_loaded_from_a_meta_checkpoint(model, tmp_path) -> None:
+    """The random model written in Meta's format and loaded back gives the same session."""
+    from sam2_med.models import TINY_ARCH, load_model, save_meta_checkpoint
+
+    path = save_meta_checkpoint(model.model, tmp_path / "tiny_meta.pt")
+    loaded = load_model(checkpoint=path, arch=TINY_ARCH)
+    vol = _volume("oblique")
+    out = []
+    for lm in (model, loaded):
+        s = Session(lm, vol)
+        lab = s.add_object()
+        s.add_points(lab, [[18, 22, 12]], [1])
+        out.append({r.slice_index: r.logits[lab] for r in s.propagate()})
+    assert sorted(out[0]) == sorted(out[1]) == [k for k in range(24) if k != 12]
+    for k in out[0]:
+        np.testing.assert_allclose(out[1][k], out[0][k], atol=1e-5)
+
+
+def test_bfloat16_autocast_keeps_masks_close(model) -> None:
+    import torch
+
+    vol = _volume()
+    bf16 = LoadedModel.from_module(model.model, name="tiny-bf16", dtype=torch.bfloat16)
+    masks = []
+    for lm in (model, bf16):
+        s = Session(lm, vol)
+        assert s.autocast == (lm is bf16)
+        lab = s.add_object()
+        s.add_points(lab, [[18, 22, 12]], [1])
+        list(s.propagate())
+        masks.append(s.label_map().array == lab)
+    inter = (masks[0] & masks[1]).sum()
+    union = (masks[0] | masks[1]).sum()
+    assert union > 0 and inter / union > 0.9
