@@ -126,6 +126,7 @@ class Sam2MedWidget(QWidget):
         self.model_combo.setMinimumContentsLength(12)
         self.device_combo = QComboBox()
         self.device_combo.addItems(_devices())
+        self.device_combo.setToolTip("where the next model load runs")
         self.load_button = QPushButton("Load model")
         self.import_button = QPushButton("Import file…")
         self.import_button.setToolTip(
@@ -450,6 +451,11 @@ class Sam2MedWidget(QWidget):
         self._update_enabled()
 
     def _on_axis_changed(self, axis: str) -> None:
+        if self.state.session is not None:
+            _notify_warning(
+                f"slicing {axis} starts a new session: prompt again; the current segmentation "
+                "stays in the layer until the next propagation replaces it"
+            )
         self.state.axis = axis
         self.state.reset_session()
         if self.state.volume is not None:
@@ -619,10 +625,14 @@ class Sam2MedWidget(QWidget):
             return False
         session = self.state.session
 
-        def job() -> None:
-            session.undo()
+        def job() -> bool:
+            return bool(session.undo())
 
-        self._run(job, generator=False, what="undoing", sync=True)
+        def done(undone: bool) -> None:
+            if not undone:
+                _notify_info("nothing left to undo")
+
+        self._run(job, generator=False, what="undoing", sync=True, on_return=done)
         return True
 
     # ------------------------------------------------------------------------------ worker

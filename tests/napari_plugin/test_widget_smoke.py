@@ -32,6 +32,13 @@ def test_bad_checkpoint_and_bad_file_become_notifications(
     monkeypatch.setattr(
         "sam2_med.napari_plugin._widget._notify_error", lambda msg: errors.append(msg)
     )
+    # a registered model whose weights are not here, offline: a notification says what to do
+    monkeypatch.setenv("SAM2_MED_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SAM2_MED_OFFLINE", "1")
+    widget.load_model("sam2.1_hiera_tiny")
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    assert widget.state.model is None
+    assert errors and "sam2.1_hiera_tiny" in errors[-1]
     bad = tmp_path / "not_a_model.pt"
     bad.write_bytes(b"this is not a checkpoint")
     widget.import_checkpoint(bad)
