@@ -18,8 +18,12 @@ Propagation fills the slices between anchors. Each slice belongs to its **neares
 gap between consecutive anchors ``A < B`` is split at ``m = (A + B) // 2``; ``A + 1 .. m`` is
 tracked forward from ``A`` and ``m + 1 .. B - 1`` backward from ``B``; slices beyond the
 outermost anchors are tracked outward from them. So every slice is at most half a gap away from
-a prompted slice, and a new prompt on slice ``j`` between anchors ``L`` and ``R`` changes only
-``L + 1 .. R - 1`` (those are re-run; everything else stays as accepted).
+a prompted slice. A new prompt on slice ``j`` between anchors ``L`` and ``R`` takes over the
+slices now nearer to ``j`` than to ``L`` or ``R`` (``(L + j) // 2 + 1 .. (j + R) // 2``), and
+only those are re-run, from ``j`` outward; every other slice keeps its accepted result (the
+slices still nearer to ``L`` or ``R`` are not re-run merely because ``j`` would now also be in
+their memory). Optionally (``converge_after``) a correction run stops early in a direction once
+its masks agree again with the accepted ones.
 
 Each run from an anchor ``A`` uses a fresh SAM 2 tracking state seeded with *all* anchors of the
 object as conditioning frames (SAM 2's memory bank: conditioning frames plus the last 6 tracked
@@ -202,6 +206,8 @@ class _Run:
     pos: int = 0
     empty_run: dict[int, int] = field(default_factory=lambda: {1: 0, -1: 0})
     stopped: set[int] = field(default_factory=set)  # directions stopped by the empty rule
+    agree_run: dict[int, int] = field(default_factory=lambda: {1: 0, -1: 0})
+    converged: set[int] = field(default_factory=set)  # directions stopped by agreement
 
 
 def _as_loaded(model: Any) -> Any:
@@ -240,6 +246,13 @@ class Session:
     encoder_batch : int
         Slices encoded together when tracking reaches an uncached slice (look-ahead along the
         run; 1 disables batching).
+    converge_after : int, optional
+        Early stop of corrections: a run that re-computes slices which already had an accepted
+        result stops in a direction after this many consecutive slices whose new mask agrees
+        with the accepted one (intersection over union >= ``converge_iou``; two empty masks
+        agree); the accepted results beyond are kept. None: always run to the end.
+    converge_iou : float
+        Agreement threshold of ``converge_after``.
     undo_depth : int
         Interactions :meth:`undo` can take back.
 
@@ -267,6 +280,8 @@ class Session:
         max_slices: int | None = None,
         slice_range: tuple[int, int] | None = None,
         encoder_batch: int = 1,
+        converge_after: int | None = None,
+        converge_iou: float = 0.98,
         undo_depth: int = 50,
     ) -> None:
         self.loaded = _as_loaded(model)
@@ -293,6 +308,10 @@ class Session:
             raise ValueError(f"slice_range {slice_range} outside 0..{self.n_slices - 1}")
         self.slice_range = (lo, hi)
         self.encoder_batch = max(1, int(encoder_batch))
+        if converge_after is not None and int(converge_after) < 1:
+            raise ValueError("converge_after must be >= 1 or None")
+        self.converge_after = None if converge_after is None else int(converge_after)
+        self.converge_iou = float(converge_iou)
         self.undo_depth = int(undo_depth)
         self.device = torch.device(self.loaded.device)
         self.autocast = self.loaded.dtype == torch.bfloat16
@@ -522,13 +541,13 @@ class Session:
         out = self._decode_anchor(obj.label, k, prompt, prior)
         self._history.append((obj.label, obj.snapshot()))
         del self._history[: max(0, len(self._history) - self.undo_depth)]
-        # slices this anchor changes: from the neighbouring anchor (or range end) below to the
-        # one above, exclusive
+        # slices this anchor changes: its territory, the slices nearer to it than to the
+        # neighbouring anchors (same midpoint rule as _plan); the range ends without one
         lo, hi = self.slice_range
         below = [a for a in obj.anchors if a < k]
         above = [a for a in obj.anchors if a > k]
-        start = below[-1] + 1 if below else lo
-        stop = above[0] - 1 if above else hi
+        start = (below[-1] + k) // 2 + 1 if below else lo
+        stop = (k + above[0]) // 2 if above else hi
         obj.prompts[k] = prompt
         obj.cond[k] = out
         obj.dirty.update(s for s in range(max(start, lo), min(stop, hi) + 1) if s != k)
@@ -655,6 +674,13 @@ class Session:
             None if logits is None else logits.detach().to(torch.float16).clone(),
         )
 
+    def _agrees(self, mask: np.ndarray, rec: _Record) -> bool:
+        union = int(mask.sum()) + rec.area
+        if union == 0:
+            return True
+        inter = int((mask & self._mask_of(rec)).sum())
+        return inter / (union - inter) >= self.converge_iou
+
     def _mask_of(self, rec: _Record) -> np.ndarray:
         a, b = self.stream.slice_shape
         return np.unpackbits(rec.bits, count=a * b).reshape(a, b).astype(bool)
@@ -772,6 +798,10 @@ class Session:
                 obj.dirty.discard(k)
                 run.pos += 1
                 continue
+            if d in run.converged:  # the accepted result stands
+                obj.dirty.discard(k)
+                run.pos += 1
+                continue
             if cancel is not None and cancel():
                 return
             ahead = [s for s, dd in run.steps[run.pos : run.pos + self.encoder_batch] if dd == d]
@@ -783,10 +813,16 @@ class Session:
             logits = out.pred_masks[0, 0].to(torch.float32)
             score = float(out.object_score_logits.reshape(-1)[0])
             mask = self.stream.frame_logits_to_slice(logits) > 0
+            old = obj.results.get(k)
             obj.results[k] = self._record(mask, score, logits)
             obj.dirty.discard(k)
             self._prune(run, k, d)
             run.pos += 1
+            if self.converge_after is not None:
+                agree = old is not None and math.isfinite(old.score) and self._agrees(mask, old)
+                run.agree_run[d] = run.agree_run[d] + 1 if agree else 0
+                if run.agree_run[d] >= self.converge_after:
+                    run.converged.add(d)
             if self.stop_after_empty is not None:
                 run.empty_run[d] = run.empty_run[d] + 1 if score <= 0 else 0
                 if run.empty_run[d] >= self.stop_after_empty:

@@ -154,20 +154,54 @@ def test_correction_reruns_only_between_neighbouring_anchors(model) -> None:
     s.add_points(lab, [[18, 22, 20]], [1])
     list(s.propagate())
     assert s.stats.encoder_calls == 24
-    before = {k: s._objects[lab].results[k] for k in range(24)}
+    # nearest-anchor split: 0..3 backward and 5..12 forward from 4, 13..19 backward and 21..23
+    # forward from 20
+    assert s.stats.decoded_slices == [
+        4,
+        20,
+        *range(5, 13),
+        *range(3, -1, -1),
+        21,
+        22,
+        23,
+        *range(19, 12, -1),
+    ]
+    before = dict(s._objects[lab].results)
     s.stats.reset()
     s.add_points(lab, [[20, 22, 11]], [0])
     done = [r.slice_index for r in s.propagate()]
-    assert sorted(done) == [k for k in range(5, 20) if k != 11]
-    assert sorted(set(s.stats.decoded_slices)) == list(range(5, 20))
+    # slice 11 now owns 8..15 (nearer to it than to 4 or 20): only those are re-run, from 11
+    assert done == [12, 13, 14, 15, 10, 9, 8]
+    assert s.stats.decoded_slices == [11, *done]
     assert s.stats.encoder_calls == 0  # every slice came from the feature cache
     after = s._objects[lab].results
-    for k in [*range(5), *range(20, 24)]:
+    for k in [*range(8), *range(16, 24)]:
         assert after[k] is before[k]  # accepted slices elsewhere untouched
-    # nearest-anchor split: 5..7 from 4 forward, 8..10 from 11 backward, 12..15 forward, ...
-    order = s.stats.decoded_slices
-    assert order[0] == 11
-    assert order[1:4] == [5, 6, 7]
+    for k in range(8, 16):
+        assert after[k] is not before[k]
+
+
+def test_correction_stops_early_once_masks_agree_again(model) -> None:
+    vol = _volume()
+    runs = {}
+    for converge in (None, 2):
+        s = Session(model, vol, converge_after=converge, converge_iou=0.5)
+        lab = s.add_object()
+        s.add_points(lab, [[18, 22, 6]], [1])
+        list(s.propagate())
+        before = dict(s._objects[lab].results)
+        s.stats.reset()
+        s.add_points(lab, [[18, 22, 14], [19, 23, 14]], [1, 1])
+        list(s.propagate())
+        runs[converge] = (list(s.stats.decoded_slices), before, s)
+    full, _, _ = runs[None]
+    short, before, s = runs[2]
+    assert full == [14, *range(15, 24), *range(13, 10, -1)]
+    assert short[:3] == [14, 15, 16] and len(short) < len(full) and s.pending() == 0
+    # what was not re-run is the accepted result from before the correction
+    after = s._objects[1].results
+    kept = [k for k in range(11, 24) if k not in short]
+    assert kept and all(after[k] is before[k] for k in kept)
 
 
 def test_two_objects_first_accepted_voxels_survive(model) -> None:
