@@ -53,3 +53,49 @@ def test_bad_checkpoint_and_bad_file_become_notifications(
 
     with pytest.raises(Sam2MedError, match=r"broken\.nii\.gz: "):
         viewer.open(str(broken), plugin="sam2-med")
+
+
+@pytest.mark.gui
+def test_click_on_oblique_phantom_prompts_the_voxel_drawn_there(
+    make_napari_viewer, tmp_path, MouseEvent
+):
+    """A click through napari's own Points 'add' mouse binding, on the (oblique) phantom."""
+    import numpy as np
+    from napari.utils._proxies import ReadOnlyWrapper
+    from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+
+    from sam2_med.napari_plugin._state import POSITIVE_LAYER
+    from sam2_med.phantom import write_phantom
+
+    viewer = make_napari_viewer()
+    viewer.open(str(write_phantom(tmp_path / "p")["image"]), plugin="sam2-med")
+    _, widget = viewer.window.add_plugin_dock_widget("sam2-med", "SAM 2 volume segmentation")
+    state = widget.state
+    assert state.geometry.oblique_degrees > 5
+    state.ensure_layers()
+    points = viewer.layers[POSITIVE_LAYER]
+    points.mode = "add"
+    axis = state.axis_index()
+    rng = np.random.default_rng(3)
+    targets = []
+    for _ in range(5):
+        target = rng.integers(0, state.volume.shape)
+        state.go_to_slice(int(target[axis]))
+        position = state.geometry.voxel_to_world(target + rng.uniform(-0.45, 0.45, 3))
+        position[state.world_axis()] = viewer.dims.point[state.world_axis()]  # on the slice shown
+        for kind in ("mouse_press", "mouse_release"):
+            event = ReadOnlyWrapper(
+                MouseEvent(
+                    type=kind,
+                    position=tuple(position),
+                    pos=np.array([10, 10]),
+                    dims_displayed=tuple(viewer.dims.displayed),
+                )
+            )
+            callbacks = mouse_press_callbacks if kind == "mouse_press" else mouse_release_callbacks
+            callbacks(points, event)
+        targets.append(target)
+    prompts = state.collect_prompts()
+    got = np.concatenate([p.points for p in prompts])
+    assert sorted(map(tuple, got)) == sorted(map(tuple, np.array(targets)))
+    assert all((p.points[:, axis] == p.slice_index).all() for p in prompts)
