@@ -63,10 +63,9 @@ class SegmentationResult:
         ``labels.names`` maps label -> name; ``labels.extra[RUN_RECORD_KEY]`` is the run record
         written into the mask's sidecar (model, axis, prompts in voxel indices, scores).
     scores : dict of int -> (n_slices,) ndarray of float64
-        Per object label, the model's object score on every slice along the propagation axis
-        (index = slice index ``k`` along ``axis_index``); NaN where no result was produced
-        (propagation stopped or was cancelled). The score is the session's per-slice
-        confidence (SAM 2's object-presence logit unless the session reports otherwise).
+        Per object label, SAM 2's object-score logit (> 0: object present) on every slice along
+        the propagation axis (index = slice index ``k`` along ``axis_index``), prompted slices
+        included; NaN where nothing was computed (propagation stopped or was cancelled).
     prompts : PromptSet
         The validated prompts, in voxel indices.
     axis : str
@@ -234,9 +233,8 @@ def segment(
     series_uid : str, optional
         Which series to read from a DICOM folder holding several.
     progress : callable(done: int, total: int), optional
-        Called after each slice result the propagation yields; ``total`` is the number of
-        slices along the axis. ``done`` can exceed ``total`` when the session revisits slices
-        (it propagates both ways from each prompted slice).
+        Passed to :meth:`Session.propagate`: called after each slice of each object, ``total``
+        being the slice steps planned (a stop rule may end a run early; ``done`` then jumps).
     cancel : callable() -> bool, optional
         Polled between slices; returning True stops propagation (``result.cancelled``).
     session_factory : callable, optional
@@ -343,31 +341,24 @@ def segment_volume(
     for obj in prompt_set.objects:
         session.add_object(name=obj.name, label=obj.label)
     for obj in prompt_set.objects:
-        for k, mask in obj.masks:
-            session.add_mask(obj.label, k, mask)
-        for a, b in obj.boxes:
-            session.add_box(obj.label, a, b)
-        for _k, pts, lab in obj.points_by_slice(axis_index):
-            session.add_points(obj.label, pts, lab)
+        _send_prompts(session, obj, axis_index)
 
     scores = {obj.label: np.full(n_slices, np.nan) for obj in prompt_set.objects}
-    cancelled = False
-    done = 0
     stop = cancel if cancel is not None else (lambda: False)
-    for res in session.propagate(cancel=stop):
+    for res in session.propagate(cancel=stop, progress=progress):
+        # one result per slice and object; kept as a fallback for sessions without profile()
         k = int(res.slice_index)
         for label in scores:
             s = _score_of(res, label)
             if math.isfinite(s):
                 scores[label][k] = s
-        done += 1
-        if progress is not None:
-            progress(done, n_slices)
-        if stop():
-            cancelled = True
-            break
-    if not cancelled and cancel is not None and cancel():
-        cancelled = True
+    if hasattr(session, "pending"):
+        cancelled = int(session.pending()) > 0
+    else:
+        cancelled = bool(cancel is not None and cancel())
+    if hasattr(session, "profile"):
+        for label in scores:
+            scores[label] = np.asarray(session.profile(label).scores, dtype=np.float64)
     lm = session.label_map()
     seconds = time.perf_counter() - start
     names = {**dict(getattr(lm, "names", {}) or {}), **prompt_set.names}
@@ -403,6 +394,23 @@ def segment_volume(
         seconds=seconds,
         record=record,
     )
+
+
+def _send_prompts(session: Any, obj: ObjectPrompts, axis_index: int) -> None:
+    """One call per prompted slice, in slice order: the mask, or the box with the slice's points
+    in one decoder run (SAM 2's box + clicks), or the points alone."""
+    masks = {int(k): m for k, m in obj.masks}
+    boxes = {int(a[axis_index]): (a, b) for a, b in obj.boxes}
+    points = {k: (p, lab) for k, p, lab in obj.points_by_slice(axis_index)}
+    for k in sorted({*masks, *boxes, *points}):
+        if k in masks:
+            session.add_mask(obj.label, k, masks[k])
+        elif k in boxes and k in points:
+            session.add_points(obj.label, points[k][0], points[k][1], box=boxes[k])
+        elif k in boxes:
+            session.add_box(obj.label, *boxes[k])
+        else:
+            session.add_points(obj.label, *points[k])
 
 
 def prompts_digest(prompt_set: PromptSet) -> str:

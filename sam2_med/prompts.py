@@ -80,6 +80,7 @@ __all__ = [
     "SPACES",
     "ObjectPrompts",
     "PromptSet",
+    "check_slices",
     "cli_object",
     "load_prompts",
     "mask_prompt_objects",
@@ -188,6 +189,13 @@ class PromptSet:
     axis_index: int
     source: str | None = None
 
+    def __post_init__(self) -> None:
+        labels = [o.label for o in self.objects]
+        if len(set(labels)) != len(labels):
+            raise PromptError(f"labels must be unique, got {labels}", self.source)
+        for obj in self.objects:
+            check_slices(obj, self.axis_index, where=self.source)
+
     @property
     def labels(self) -> tuple[int, ...]:
         return tuple(o.label for o in self.objects)
@@ -206,6 +214,36 @@ class PromptSet:
             "source": self.source,
             "objects": [o.describe(self.axis_index) for o in self.objects],
         }
+
+
+def check_slices(obj: ObjectPrompts, axis_index: int, *, where: Any = None) -> None:
+    """Refuse prompt combinations on one slice that SAM 2 would silently reduce.
+
+    Per object and slice: a mask prompt is the slice's whole prompt (points or a box beside it
+    would replace it), and there is at most one box (a second box would replace the first).
+    Points and one box on a slice are fine: they go to the decoder together.
+
+    Raises
+    ------
+    PromptError
+    """
+    mask_slices = [int(k) for k, _ in obj.masks]
+    box_slices = [int(a[axis_index]) for a, _ in obj.boxes]
+    point_slices = {int(p[axis_index]) for p in obj.points}
+    dup = sorted({k for k in box_slices if box_slices.count(k) > 1})
+    if dup:
+        raise PromptError(
+            f"object {obj.label} ({obj.name}) has several boxes on slice {dup[0]}; give one box "
+            "per slice (add points to refine it)",
+            where,
+        )
+    clash = sorted(set(mask_slices) & (set(box_slices) | point_slices))
+    if clash:
+        raise PromptError(
+            f"object {obj.label} ({obj.name}) has a mask and points or a box on slice "
+            f"{clash[0]}; a mask prompt is the whole prompt of its slice",
+            where,
+        )
 
 
 # ----------------------------------------------------------------------------- coordinates

@@ -31,6 +31,7 @@ class RecordingSession:
         self.axis_index = 2
         self.calls = []
         self.labels = np.zeros(volume.shape, dtype=np.uint8)
+        self.left = volume.shape[2]
         RecordingSession.instances.append(self)
 
     def add_object(self, name=None, label=None):
@@ -44,19 +45,28 @@ class RecordingSession:
     def add_box(self, label, a, b):
         self.calls.append(("box", label, tuple(a), tuple(b)))
 
-    def add_points(self, label, points, point_labels):
-        self.calls.append(("points", label, points.tolist(), point_labels.tolist()))
+    def add_points(self, label, points, point_labels, *, box=None):
+        box = None if box is None else (tuple(box[0]), tuple(box[1]))
+        self.calls.append(("points", label, points.tolist(), point_labels.tolist(), box))
 
     def propagate(self, *, cancel=None, progress=None):
-        for k in range(self.volume.shape[2]):
+        n = self.volume.shape[2]
+        for k in range(n):
             if cancel is not None and cancel():
+                self.left = n - k
                 return
+            if progress is not None:
+                progress(k + 1, n)
             self.labels[:, :, k] = np.maximum(self.labels[:, :, k], self.labels[:, :, 3])
             yield SimpleNamespace(
                 slice_index=k,
                 masks={1: self.labels[:, :, k] == 1},
                 scores={1: float(k) - 2.0},  # label 2 gets no score: NaN expected
             )
+        self.left = 0
+
+    def pending(self):
+        return self.left
 
     def label_map(self):
         return LabelVolume(self.labels.copy(), self.volume, {1: "from_session"})
@@ -89,6 +99,13 @@ def test_prompts_reach_the_session_in_voxel_indices(tmp_path, vol, model):
                 "points": [[-8, -10, 6, 1], [-2, -2, 6, 0], [0, 0, 9]],
                 "boxes": [[0, 0, 12, -6, -6, 12]],
             },
+            # a box and a point on one slice go to the decoder together
+            {
+                "name": "kidney",
+                "label": 3,
+                "boxes": [[0, 0, 6, -6, -6, 6]],
+                "points": [[-4, -4, 6]],
+            },
         ],
     }
     RecordingSession.instances.clear()
@@ -105,15 +122,17 @@ def test_prompts_reach_the_session_in_voxel_indices(tmp_path, vol, model):
     assert session.calls == [
         ("object", 1, "liver"),
         ("object", 2, "spleen"),
+        ("object", 3, "kidney"),
         ("mask", 1, 3, (10, 8)),
+        ("points", 2, [[4, 5, 2], [1, 1, 2]], [1, 0], None),
+        ("points", 2, [[0, 0, 3]], [1], None),
         ("box", 2, (0, 0, 4), (3, 3, 4)),
-        ("points", 2, [[4, 5, 2], [1, 1, 2]], [1, 0]),
-        ("points", 2, [[0, 0, 3]], [1]),
+        ("points", 3, [[2, 2, 2]], [1], ((0, 0, 2), (3, 3, 2))),
     ]
     assert progress == [(k + 1, 6) for k in range(6)]
     assert result.scores[1].tolist() == [-2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
     assert np.isnan(result.scores[2]).all()
-    assert result.labels.names == {1: "liver", 2: "spleen"}  # prompt names win
+    assert result.labels.names == {1: "liver", 2: "spleen", 3: "kidney"}  # prompt names win
     assert result.labels.reference is vol and not result.cancelled
     assert result.record["status"] == "complete" and result.model == "tiny-random"
     # the prompt slice came back exactly

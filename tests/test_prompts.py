@@ -103,6 +103,10 @@ def test_world_point_outside_says_which_voxel(vol):
             "two names",
         ),
         ([1, 2], "must be a JSON object"),
+        (
+            {"space": "voxel", "objects": [{"boxes": [[1, 1, 1, 5, 5, 1], [2, 2, 1, 6, 6, 1]]}]},
+            "several boxes on slice 1",
+        ),
     ],
 )
 def test_schema_errors_are_one_line_with_source(vol, data, pattern):
@@ -224,6 +228,17 @@ def test_mask_other_extent_is_refused(vol):
     mask = Volume(np.ones((10, 12, 7), dtype=np.uint8), LPS_AFFINE)
     with pytest.raises(PromptError, match="different extent"):
         mask_to_image_grid(mask, vol, where="m.nii.gz")
+
+
+def test_mask_and_clicks_on_one_slice_are_refused(tmp_path, vol):
+    arr = np.zeros(vol.shape, dtype=np.uint8)
+    arr[2:5, 2:5, 3] = 1
+    _save(arr, LPS_AFFINE, tmp_path / "m.nii.gz")
+    spec = {"space": "voxel", "objects": [{"mask": "m.nii.gz", "points": [[3, 3, 3]]}]}
+    with pytest.raises(PromptError, match="a mask and points or a box on slice 3"):
+        parse_prompts(spec, vol, base_dir=tmp_path)
+    spec["objects"][0]["points"] = [[3, 3, 4]]  # another slice: fine
+    assert parse_prompts(spec, vol, base_dir=tmp_path).objects[0].slices(2) == (3, 4)
 
 
 def test_mask_errors(tmp_path, vol):
