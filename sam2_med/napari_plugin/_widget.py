@@ -322,6 +322,9 @@ class Sam2MedWidget(QWidget):
     def set_model(self, model: Any) -> None:
         """Use an already loaded model (a :class:`~sam2_med.models.LoadedModel`)."""
         self.state.set_model(model)
+        selected = self.model_combo.currentIndex()
+        self._refresh_models()  # an import may have put weights in the cache
+        self.model_combo.setCurrentIndex(max(0, min(selected, self.model_combo.count() - 1)))
         self.model_status.setText(
             f"loaded: {model.name}, {model.image_size} px, {getattr(model, 'device', 'cpu')}; "
             f"licence: {getattr(model, 'licence', '?')}"
@@ -365,7 +368,13 @@ class Sam2MedWidget(QWidget):
             return load_model(name, **kwargs)
 
         self.model_status.setText("loading…")
-        self._run(job, generator=False, on_return=self.set_model, what="loading the model")
+        self._run(
+            job,
+            generator=False,
+            on_return=self.set_model,
+            on_fail=self._model_load_failed,
+            what="loading the model",
+        )
 
     def _on_import_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -411,7 +420,19 @@ class Sam2MedWidget(QWidget):
             return load_model(checkpoint=path, arch=arch, device=device)
 
         self.model_status.setText("loading the checkpoint…")
-        self._run(job, generator=False, on_return=self.set_model, what="loading the checkpoint")
+        self._run(
+            job,
+            generator=False,
+            on_return=self.set_model,
+            on_fail=self._model_load_failed,
+            what="loading the checkpoint",
+        )
+
+    def _model_load_failed(self) -> None:
+        model = self.state.model
+        self.model_status.setText(
+            f"loading failed; still using {model.name}" if model else "loading failed; no model"
+        )
 
     # ------------------------------------------------------------------------------- image
     def _refresh_images(self, *_: Any) -> None:
@@ -645,6 +666,7 @@ class Sam2MedWidget(QWidget):
         total: int | None = None,
         sync: bool = False,
         on_return: Callable[[Any], None] | None = None,
+        on_fail: Callable[[], None] | None = None,
     ) -> None:
         from napari.qt.threading import create_worker
 
@@ -699,6 +721,8 @@ class Sam2MedWidget(QWidget):
             )
             if not failed and not cancelled and total:
                 self.progress.setValue(total)
+            if failed and on_fail is not None:
+                on_fail()
             self._worker = None
             self.state.busy = False
             self._update_enabled()

@@ -45,6 +45,7 @@ def test_bad_checkpoint_and_bad_file_become_notifications(
     qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     assert widget.state.model is None
     assert errors and "not_a_model.pt" in errors[-1]
+    assert widget.model_status.text() == "loading failed; no model"
     assert widget.export(tmp_path / "nothing.nii.gz") == []
     # a damaged NIfTI: the reader claims it by name, then refuses it with the path in the error
     broken = tmp_path / "broken.nii.gz"
