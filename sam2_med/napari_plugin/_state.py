@@ -176,8 +176,8 @@ class SegmentationState:
         assert self.geometry is not None and self.image_layer is not None
         viewer = self.viewer
         if self.labels_array is None:
-            dtype = np.uint16
-            self.labels_array = np.zeros(self.volume.shape, dtype=dtype)  # type: ignore[union-attr]
+            # uint8 like the session's label map; widened in add_object past label 255
+            self.labels_array = np.zeros(self.volume.shape, dtype=np.uint8)  # type: ignore[union-attr]
         if self.labels_layer is None or self.labels_layer not in viewer.layers:
             self.labels_layer = viewer.add_labels(
                 self.geometry.to_data(self.labels_array),
@@ -219,6 +219,10 @@ class SegmentationState:
         while label in used:
             label += 1
         entry = ObjectEntry(label=label, name=name or f"object {label}")
+        if self.labels_array is not None and label > np.iinfo(self.labels_array.dtype).max:
+            self.labels_array = self.labels_array.astype(np.uint16)
+            if self.labels_layer is not None and self.geometry is not None:
+                self.labels_layer.data = self.geometry.to_data(self.labels_array)
         self.objects[label] = entry
         self.current_label = label
         if self.session is not None:

@@ -100,3 +100,30 @@ def test_click_on_oblique_phantom_prompts_the_voxel_drawn_there(
     got = np.concatenate([p.points for p in prompts])
     assert sorted(map(tuple, got)) == sorted(map(tuple, np.array(targets)))
     assert all((p.points[:, axis] == p.slice_index).all() for p in prompts)
+
+
+@pytest.mark.gui
+def test_export_of_a_dicom_image_writes_nifti_and_seg(make_napari_viewer, tmp_path):
+    import nibabel as nib
+    import numpy as np
+    import pydicom
+
+    from sam2_med.phantom import write_phantom
+
+    written = write_phantom(tmp_path / "p")
+    viewer = make_napari_viewer()
+    viewer.open(str(written["dicom"]), plugin="sam2-med")
+    _, widget = viewer.window.add_plugin_dock_widget("sam2-med", "SAM 2 volume segmentation")
+    assert widget.seg_checkbox.isEnabled()
+    label = widget.add_object("liver")
+    widget.state.ensure_layers()
+    widget.state.labels_array[30:50, 30:50, 10:20] = label  # as painting would
+    out = tmp_path / "out" / "liver.nii.gz"
+    out.parent.mkdir()
+    paths = widget.export(out, dicom_seg=True)
+    assert paths[0] == str(out) and paths[-1].endswith("liver_seg.dcm")
+    back = nib.load(out)
+    np.testing.assert_allclose(back.affine, widget.state.volume.affine, atol=1e-4)
+    assert np.array_equal(np.asanyarray(back.dataobj), widget.state.labels_array)
+    seg = pydicom.dcmread(paths[-1])
+    assert seg.Modality == "SEG" and seg.SegmentSequence[0].SegmentLabel == "liver"
