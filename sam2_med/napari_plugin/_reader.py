@@ -27,6 +27,9 @@ PLUGIN_NAME = "sam2-med"
 
 _MAX_FILES_SNIFFED = 64
 
+#: A DICOM folder with at most this many series opens as one layer per series.
+MAX_SERIES_PER_FOLDER = 4
+
 
 def get_reader(path: str | Sequence[str]) -> Callable[[Any], list[tuple]] | None:
     """Return :func:`read_volume` when ``path`` looks like a volume sam2-med reads, else ``None``.
@@ -83,20 +86,37 @@ def read_volume(path: str | Sequence[str]) -> list[tuple]:
     -------
     list of (data, kwargs, "image")
         One tuple per volume; see :func:`~sam2_med.napari_plugin._layers.image_layer_data`.
+        A folder with up to :data:`MAX_SERIES_PER_FOLDER` series gives one per readable series
+        (the others are named in a warning).
 
     Raises
     ------
     sam2_med.Sam2MedError
         Whatever :func:`sam2_med.io.load_volume` refuses, with the path in the message.
     """
+    from ..errors import Sam2MedError
     from ..io import MultipleSeriesError, load_volume
 
     p = Path(os.fspath(path))  # type: ignore[arg-type]
     try:
         volumes = [load_volume(p)]
     except MultipleSeriesError as err:
-        # The user opened a folder holding several series: show each one as its own layer.
-        volumes = [load_volume(p, series_uid=s.series_uid) for s in err.series]
+        # A folder holding a few series (e.g. a study): each becomes its own layer. More than
+        # that is refused with the error, which lists them, so the user opens the one wanted.
+        if len(err.series) > MAX_SERIES_PER_FOLDER:
+            raise
+        volumes, failures = [], []
+        for info in err.series:
+            try:
+                volumes.append(load_volume(p, series_uid=info.series_uid))
+            except Sam2MedError as series_err:
+                failures.append(str(series_err))
+        if not volumes:
+            raise
+        if failures:
+            from napari.utils.notifications import show_warning
+
+            show_warning("skipped series sam2-med cannot read: " + "; ".join(failures))
     out = []
     for vol in volumes:
         name = _layer_name(p, vol, several=len(volumes) > 1)

@@ -242,3 +242,20 @@ def test_phantom_dicom_and_nifti_share_a_grid_and_dicom_labels_save_as_seg(
     assert seg.Modality == "SEG"
     assert seg.SegmentSequence[0].SegmentLabel == "liver"
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == g_d.volume.provenance.series_uid
+
+
+@pytest.mark.gui
+def test_folder_with_two_series_opens_as_two_layers(make_napari_viewer, tmp_path):
+    import shutil
+
+    from sam2_med.phantom import write_phantom
+
+    study = tmp_path / "study"
+    for seed in (0, 1):
+        written = write_phantom(tmp_path / f"p{seed}", seed=seed)
+        shutil.copytree(written["dicom"], study / f"series{seed}")
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(study), plugin="sam2-med")
+    assert len(layers) == 2
+    uids = {geometry_of(lay.metadata).volume.provenance.series_uid for lay in layers}
+    assert len(uids) == 2 and len({lay.name for lay in layers}) == 2
