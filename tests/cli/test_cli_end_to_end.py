@@ -401,3 +401,134 @@ def test_evaluate_mask_mode_includes_the_exact_prompt_slice(cli, tmp_path, model
     assert k == (ks[0] + ks[-1]) // 2
     bound = 2 * gt[:, :, k].sum() / (int(row["pred_voxels"]) + int(row["gt_voxels"]))
     assert float(row["dice"]) >= bound - 1e-6
+
+
+# ------------------------------------------------------------------ phantom (README command)
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    from sam2_med.phantom import write_phantom
+
+    return write_phantom(tmp_path_factory.mktemp("phantom"))
+
+
+def test_readme_command_without_weights_fails_fast(cli, tmp_path, phantom):
+    """The README's main command with the default model and no cached weights: one line saying
+    how to import a checkpoint, exit code 2, within seconds, nothing written."""
+    import time
+
+    prompts = tmp_path / "phantom_prompts.json"
+    from sam2_med.phantom import BODY_CENTER_RAS
+
+    liver_centre = np.add(BODY_CENTER_RAS, [17.0, 4.0, 8.0]).tolist()  # phantom.py table
+    prompts.write_text(
+        json.dumps(
+            {"space": "world_ras", "objects": [{"name": "liver", "points": [[*liver_centre, 1]]}]}
+        )
+    )
+    out = tmp_path / "out" / "phantom_mask.nii.gz"
+    out.parent.mkdir()
+    start = time.monotonic()
+    code, _, err = cli("segment", phantom["image"], "--prompts", prompts, "--out", out)
+    assert time.monotonic() - start < 30
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert "sam2-med weights import sam2.1_hiera_tiny.pt --model sam2.1_hiera_tiny" in line
+    assert not out.exists()
+
+
+def test_oblique_phantom_nifti_and_dicom_give_the_same_mask_grid(
+    cli, tmp_path, phantom, model_args
+):
+    """The oblique phantom as NIfTI and as a DICOM series: the mask-prompted slice comes back
+    exactly in both, and both masks sit on their image's grid."""
+    from sam2_med.io import load_volume
+
+    labels_img = nib.load(phantom["labels"])
+    labels = np.asarray(labels_img.dataobj)
+    vol = load_volume(phantom["image"])
+    from sam2_med import geometry
+
+    axis = geometry.slice_axis(vol.affine, "axial")
+    area = (labels == 1).sum(axis=tuple(a for a in range(3) if a != axis))
+    k = int(np.argmax(area))
+    index = [slice(None)] * 3
+    index[axis] = k
+    prompt = np.zeros(labels.shape, np.uint8)
+    prompt[tuple(index)] = (labels[tuple(index)] == 1).astype(np.uint8)
+    prompt_file = tmp_path / "liver.nii.gz"
+    nib.Nifti1Image(prompt, labels_img.affine).to_filename(prompt_file)
+    for name, image in (("nifti", phantom["image"]), ("dicom", phantom["dicom"])):
+        out = tmp_path / f"{name}.nii.gz"
+        code, _, err = cli(
+            "segment", image, "--mask-prompt", prompt_file, "--out", out, "-q", *model_args
+        )
+        assert code == 0, err
+        ref = load_volume(image)
+        got = nib.load(out)
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got.affine, ref.affine, atol=1e-3)
+        np.testing.assert_allclose(ref.affine, vol.affine, atol=1e-3)  # one grid for both
+        arr = np.asarray(got.dataobj)
+        np.testing.assert_array_equal(arr[tuple(index)] == 1, prompt[tuple(index)] == 1)
+
+
+# ------------------------------------------------------------------- evaluate, many cases
+def test_evaluate_cases_file_continues_past_a_broken_case(cli, tmp_path, model_args):
+    image = shared_path("volumes", "ct_abdomen_small", "image.nii.gz")
+    labels = shared_path("volumes", "ct_abdomen_small", "labels.nii.gz")
+    mr_labels = shared_path("volumes", "mr_abdomen_small", "labels.nii.gz")
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        f"cases:\n  - {{name: a, image: {image}, labels: {labels}}}\n"
+        f"  - {{name: wrong_grid, image: {image}, labels: {mr_labels}}}\n"
+        f"  - {{name: b, image: {image}, labels: {labels}}}\n"
+    )
+    code, out, err = cli(
+        "evaluate",
+        "--cases",
+        cases,
+        "--label",
+        "1",
+        "--label",
+        "5",
+        "--prompt-mode",
+        "point",
+        *model_args,
+    )
+    assert code == 1
+    assert f"case wrong_grid FAILED: {mr_labels}: mask is not on the image grid" in err
+    assert re.search(r"^ALL\s+mean of 4", out, flags=re.M)
+    assert len(re.findall(r"^[ab]\s+\S+\s+[15]\s+point", out, flags=re.M)) == 4
+    assert "1 of 3 case(s) failed" in out
+
+
+# ------------------------------------------------------------------------ progress bar
+def test_progress_bar_on_a_terminal_only(monkeypatch, tmp_path, model_args):
+    import io
+
+    from sam2_med.cli import main
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    image = shared_path("volumes", "mr_abdomen_small", "image.nii.gz")
+    for quiet, expect in (([], True), (["-q"], False)):
+        term = Terminal()
+        monkeypatch.setattr(sys, "stderr", term)
+        code = main(
+            [
+                "segment",
+                str(image),
+                "--point",
+                "50,50,10",
+                "--out",
+                str(tmp_path / "m.nii.gz"),
+                "--overwrite",
+                *quiet,
+                *model_args,
+            ]
+        )
+        monkeypatch.undo()
+        assert code == 0
+        assert ("propagating" in term.getvalue()) is expect
