@@ -138,7 +138,7 @@ def resolve_prompts(prompts: Any, volume: Volume, *, axis: str = "axial") -> Pro
     -------
     PromptSet
     """
-    from .prompts import _axis_index, merge_objects
+    from .prompts import axis_index_for, merge_objects
 
     if isinstance(prompts, PromptSet):
         if prompts.axis != axis:
@@ -153,14 +153,16 @@ def resolve_prompts(prompts: Any, volume: Volume, *, axis: str = "axial") -> Pro
             if not p.exists():
                 raise PromptError("mask prompt file not found", p)
             objs = mask_prompt_objects(p, volume, axis=axis)
-            return PromptSet(tuple(objs), axis, _axis_index(volume, axis, p), str(p))
+            return PromptSet(tuple(objs), axis, axis_index_for(volume, axis, p), str(p))
         return load_prompts(p, volume, axis=axis)
     if isinstance(prompts, Mapping):
         return parse_prompts(dict(prompts), volume, axis=axis)
     if isinstance(prompts, (list, tuple)) and all(isinstance(o, ObjectPrompts) for o in prompts):
         if not prompts:
             raise PromptError("no prompts given: at least one object is needed")
-        return PromptSet(tuple(merge_objects(prompts)), axis, _axis_index(volume, axis, None), None)
+        return PromptSet(
+            tuple(merge_objects(prompts)), axis, axis_index_for(volume, axis, None), None
+        )
     raise PromptError(
         f"prompts must be a dict, a JSON or mask file path, or a PromptSet; got "
         f"{type(prompts).__name__}"
@@ -212,9 +214,17 @@ def segment(
         A Volume, or anything :func:`sam2_med.io.load_volume` reads (NIfTI, NRRD, MHA, a DICOM
         folder or file).
     prompts : dict, path, PromptSet
-        Prompts per object with coordinates said explicitly (``"space": "voxel"``: 0-based
-        ``(i, j, k)`` as nibabel indexes the file; ``"world_ras"`` / ``"world_lps"``: mm). Schema
-        in :mod:`sam2_med.prompts`; forms accepted in :func:`resolve_prompts`.
+        Prompts per object with coordinates said explicitly, for example::
+
+            {"space": "voxel",                      # or "world_ras" / "world_lps" (mm)
+             "objects": [{"name": "liver", "label": 1,
+                          "points": [[i, j, k, 1], [i, j, k, 0]],   # 1 positive, 0 negative
+                          "boxes": [[i0, j0, k0, i1, j1, k1]],       # corners on one slice
+                          "mask": "liver_slice.nii.gz"}]}            # on the image grid
+
+        ``"voxel"`` means 0-based ``(i, j, k)`` as nibabel indexes the file (ITK-SNAP shows
+        1-based indices); world points go to the voxel that contains them. Full schema in
+        :mod:`sam2_med.prompts`; other accepted forms in :func:`resolve_prompts`.
     model : LoadedModel or str, optional
         A loaded model (reuse one across many volumes), or a registry name; ``None`` means
         :data:`DEFAULT_MODEL` (unless ``checkpoint`` is given).

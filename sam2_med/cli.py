@@ -588,7 +588,7 @@ def _gather_prompts(args: argparse.Namespace, volume: Any) -> Any:
     from .errors import PromptError
     from .prompts import (
         PromptSet,
-        _axis_index,
+        axis_index_for,
         cli_object,
         load_prompts,
         mask_prompt_objects,
@@ -624,7 +624,7 @@ def _gather_prompts(args: argparse.Namespace, volume: Any) -> Any:
     return PromptSet(
         tuple(merge_objects(objects, where=args.image)),
         args.axis,
-        _axis_index(volume, args.axis, args.image),
+        axis_index_for(volume, args.axis, args.image),
         source=args.prompts,
     )
 
@@ -674,7 +674,7 @@ def _check_window(volume: Any, window: Any, where: Any) -> None:
 
 # ---------------------------------------------------------------------------------- batch
 def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
-    from .api import RUN_RECORD_KEY, resolve_prompts, segment_volume
+    from .api import resolve_prompts, segment_volume
     from .batch import (
         file_digest,
         finished_state,
@@ -704,8 +704,7 @@ def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
             "prompts": str(job.prompts),
             "prompts_file_sha256": file_digest(job.prompts),
         }
-        result.save(job.output, overwrite=overwrite)
-        assert result.labels.extra[RUN_RECORD_KEY] is result.record
+        result.save(job.output, overwrite=overwrite)  # the record is the sidecar's run record
 
     outcomes = run_batch(
         jobs,

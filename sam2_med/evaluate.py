@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from .errors import PromptError, Sam2MedError
-from .prompts import AXIS_NAMES, ObjectPrompts, PromptSet, _axis_index, mask_to_image_grid
+from .prompts import AXIS_NAMES, ObjectPrompts, PromptSet, axis_index_for, mask_to_image_grid
 from .volume import Volume
 
 __all__ = [
@@ -299,7 +299,7 @@ def evaluate_case(
     if axis not in AXIS_NAMES:
         raise PromptError(f"unknown axis {axis!r}; use one of {list(AXIS_NAMES)}")
     gt = np.asarray(ground_truth)
-    axis_index = _axis_index(volume, axis, None)
+    axis_index = axis_index_for(volume, axis, None)
     objects = []
     for label in sorted(structures):
         m = gt == label
@@ -438,11 +438,10 @@ def load_cases(path: str | os.PathLike[str]) -> list[CaseSpec]:
     p = Path(path)
     rows = read_table(p, required=("image", "labels"), optional=("name",), list_key="cases")
     out = []
-    for n, row in enumerate(rows):
+    for row in rows:
         image = _resolve(p, row["image"])
         name = row.get("name") or _stem(image)
         out.append(CaseSpec(name=str(name), image=image, labels=_resolve(p, row["labels"])))
-        del n
     return out
 
 
@@ -452,14 +451,13 @@ def _resolve(base_file: Path, value: str) -> Path:
 
 
 def _stem(path: Path) -> str:
+    """A case name from an image path: the file name without its image suffix, or the folder's
+    name for generic names (``case01/image.nii.gz`` -> ``case01``) and DICOM folders."""
     name = path.name
     for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
         if name.lower().endswith(suffix):
-            return (
-                name[: -len(suffix)]
-                if name[: -len(suffix)] not in ("image", "")
-                else (path.parent.name or name)
-            )
+            stem = name[: -len(suffix)]
+            return stem if stem not in ("image", "img", "") else (path.parent.name or stem)
     return name
 
 

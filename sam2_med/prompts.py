@@ -473,7 +473,7 @@ def mask_prompt_objects(
         One per label value, sorted by value, each with one ``(k, mask2d)`` mask prompt.
     """
     p = Path(path)
-    axis_index = _axis_index(volume, axis, p)
+    axis_index = axis_index_for(volume, axis, p)
     arr = _read_mask(p, volume)
     present = [int(v) for v in np.unique(arr) if v != 0]
     if values is None:
@@ -519,7 +519,16 @@ def _sidecar_names(path: Path) -> dict[int, str]:
 
 
 # ------------------------------------------------------------------------------- parsing
-def _axis_index(volume: Volume, axis: str, where: Any) -> int:
+def axis_index_for(volume: Volume, axis: str, where: Any = None) -> int:
+    """The voxel axis (0, 1, 2 of ``(i, j, k)``) that ``axis`` slices are stacked along.
+
+    Chosen from the affine (:func:`sam2_med.geometry.slice_axis`), never from the array order.
+
+    Raises
+    ------
+    PromptError
+        ``axis`` is not ``"axial"``, ``"coronal"`` or ``"sagittal"`` (``where`` is named).
+    """
     if axis not in AXIS_NAMES:
         raise PromptError(f"unknown axis {axis!r}; use one of {list(AXIS_NAMES)}", where)
     return geometry.slice_axis(volume.affine, axis)
@@ -601,7 +610,7 @@ def parse_prompts(
     where = str(source) if source is not None else "prompts"
     if base_dir is None:
         base_dir = Path(source).parent if source is not None else Path.cwd()
-    axis_index = _axis_index(volume, axis, where)
+    axis_index = axis_index_for(volume, axis, where)
     if not isinstance(data, dict):
         raise PromptError(
             f"prompts must be a JSON object with 'space' and 'objects', got {type(data).__name__}",
@@ -868,7 +877,7 @@ def cli_object(
         return None
     if space not in SPACES:
         raise PromptError(f"unknown --space {space!r}; use one of {list(SPACES)}", where)
-    axis_index = _axis_index(volume, axis, where)
+    axis_index = axis_index_for(volume, axis, where)
     _parse_label(label, where, "--label")
     rows = [parse_point_arg(t) for t in points]
     pts = np.zeros((0, 3), dtype=np.int64)
