@@ -16,6 +16,7 @@ event the session checks between slices, so propagation stops promptly and resum
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -624,19 +625,25 @@ class Sam2MedWidget(QWidget):
         def job() -> Iterator[Any]:
             if prompts:
                 yield from _send_prompts(session, label, prompts)
-            for res in session.propagate(cancel=cancel.is_set):
-                yield res
-                if cancel.is_set():
-                    return
+            # closing() makes sure the session hears about an early stop, so it can suspend
+            # the unfinished run and resume it later instead of planning everything again
+            with contextlib.closing(session.propagate(cancel=cancel.is_set)) as results:
+                for res in results:
+                    yield res
+                    if cancel.is_set():
+                        return
 
         self._run(job, what="propagating", total=self.state.n_slices(), sync=True)
         return True
 
     def cancel(self) -> None:
-        """Stop the running propagation after the current slice (resume with Propagate)."""
+        """Stop the running propagation after the current slice (resume with Propagate).
+
+        Only an event is set: the session polls it before each slice and suspends its run
+        cleanly. (Quitting the worker would abandon the generator mid-run, and the session
+        could not tell the run apart from one still going.)
+        """
         self.state.cancel_event.set()
-        if self._worker is not None:
-            self._worker.quit()
         self.status.setText("cancelling…")
 
     def undo(self) -> bool:

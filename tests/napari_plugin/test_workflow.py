@@ -108,9 +108,12 @@ def test_prompt_propagate_cancel_resume_correct_export(
     assert "cancelled" in widget.status.text()
     covered = {s for s in range(n) if (_slice(state.labels_array, s, axis) == label).any()}
     assert 4 <= len(covered) < n
+    computed = len(state.records[label])  # slices with a result so far (anchor included)
     assert widget.propagate()
     qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT_MS)
     assert not errors, errors
+    # resuming computes only what the cancelled run left
+    assert 0 < widget.slices_done <= n - computed
     covered = {s for s in range(n) if (_slice(state.labels_array, s, axis) == label).any()}
     assert len(covered) > n // 2
     # the layer shows exactly the session's label map
