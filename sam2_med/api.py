@@ -78,6 +78,11 @@ class SegmentationResult:
         True if ``cancel`` stopped propagation early (the label map is then partial).
     seconds : float
         Wall time of the prompting and propagation.
+    record : dict
+        The run record (also ``labels.extra[RUN_RECORD_KEY]``).
+    object_masks : dict of int -> (I, J, K) bool ndarray, or None
+        Only with ``keep_object_masks=True``: each object's own mask before the label map
+        resolves overlaps (the object added first keeps a contested voxel).
     """
 
     labels: LabelVolume
@@ -89,6 +94,7 @@ class SegmentationResult:
     cancelled: bool = False
     seconds: float = 0.0
     record: dict[str, Any] = field(default_factory=dict)
+    object_masks: dict[int, np.ndarray] | None = None
 
     @property
     def image(self) -> Volume:
@@ -318,6 +324,7 @@ def segment_volume(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     session_factory: Callable[..., Any] | None = None,
+    keep_object_masks: bool = False,
 ) -> SegmentationResult:
     """Run one session: add every object's prompts, propagate, collect the label map.
 
@@ -329,6 +336,9 @@ def segment_volume(
     model : LoadedModel
     window, progress, cancel, session_factory
         As in :func:`segment`.
+    keep_object_masks : bool
+        Also return each object's own 3D mask (``result.object_masks``), e.g. to score
+        overlapping structures independently.
 
     Returns
     -------
@@ -393,7 +403,17 @@ def segment_volume(
         names=names,
         extra={RUN_RECORD_KEY: record},
     )
+    object_masks = None
+    if keep_object_masks:
+        if hasattr(session, "object_volume"):
+            object_masks = {
+                o.label: np.asarray(session.object_volume(o.label), dtype=bool)
+                for o in prompt_set.objects
+            }
+        else:
+            object_masks = {o.label: labels.array == o.label for o in prompt_set.objects}
     return SegmentationResult(
+        object_masks=object_masks,
         labels=labels,
         scores=scores,
         prompts=prompt_set,

@@ -806,7 +806,9 @@ def cmd_evaluate(args: argparse.Namespace, out: _Out) -> int:
         def run(volume: Any, prompt_set: Any) -> Any:
             progress, close = _progress(out, "propagating")
             try:
-                return segment_volume(volume, prompt_set, lm, window=window, progress=progress)
+                return segment_volume(
+                    volume, prompt_set, lm, window=window, progress=progress, keep_object_masks=True
+                )
             finally:
                 close()
 

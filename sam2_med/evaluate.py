@@ -13,7 +13,8 @@ For each structure (a label value of a ground-truth map on the image grid):
    (the maximum of the 2D Euclidean distance transform, in voxel units; first in C order on
    ties). Deterministic, so runs are reproducible.
 3. **Propagation** through the volume from that one slice, all structures of a case in one
-   session (each its own object).
+   session (each its own object, tracked independently); each structure is scored on its own
+   mask, before the label map resolves overlaps between structures.
 4. **Metrics** in 3D on every slice, the prompt slice included, each structure against its own
    ground truth, with MONAI (voxel spacing in mm from the image affine):
 
@@ -284,8 +285,11 @@ def evaluate_case(
     structures : mapping int -> str
         Label values to evaluate and their names; each must be present in ``ground_truth``.
     segment_fn : callable(volume, prompt_set) -> result
-        Runs the propagation; ``result.labels.array`` (or ``result.labels`` / an array) is the
-        predicted label map. In the CLI: :func:`sam2_med.api.segment_volume` with a loaded model.
+        Runs the propagation. Each structure is scored on ``result.object_masks[label]`` when
+        present (its own mask, before the label map resolves overlaps between structures, so
+        the order structures were added does not change their scores), else on
+        ``result.labels.array == label``. In the CLI: :func:`sam2_med.api.segment_volume` with
+        a loaded model and ``keep_object_masks=True``.
     case : str
         Name of the case in the results.
     axis, mode, slice_choice, nsd_tol
@@ -319,13 +323,13 @@ def evaluate_case(
         )
     prompt_set = PromptSet(tuple(objects), axis, axis_index, source=f"ground truth ({mode})")
     result = segment_fn(volume, prompt_set)
+    own = getattr(result, "object_masks", None) or {}
     labels = getattr(result, "labels", result)
     pred = np.asarray(getattr(labels, "array", labels))
     out = []
     for obj in objects:
-        metrics = overlap_metrics(
-            pred == obj.label, gt == obj.label, volume.spacing, nsd_tol=nsd_tol
-        )
+        mask = own[obj.label] if obj.label in own else pred == obj.label
+        metrics = overlap_metrics(mask, gt == obj.label, volume.spacing, nsd_tol=nsd_tol)
         out.append(
             StructureResult(
                 case=case,
@@ -335,7 +339,7 @@ def evaluate_case(
                 prompt_slice=obj.slices(axis_index)[0],
                 nsd_tol=float(nsd_tol),
                 gt_voxels=int((gt == obj.label).sum()),
-                pred_voxels=int((pred == obj.label).sum()),
+                pred_voxels=int(np.count_nonzero(mask)),
                 **metrics,
             )
         )

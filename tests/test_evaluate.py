@@ -160,3 +160,21 @@ def test_csv_and_nan(tmp_path):
     text = write_csv(rows, tmp_path / "r.csv").read_text()
     assert text.splitlines()[0].startswith("case,label,name,prompt_mode,prompt_slice,dice")
     assert ",nan," in text
+
+
+def test_each_structure_is_scored_on_its_own_mask_when_given():
+    """Overlapping structures: the label map gives a contested voxel to one of them, the
+    structure's own mask keeps it; the protocol scores the own mask."""
+    vol = Volume(np.zeros((12, 12, 6), dtype=np.int16), np.eye(4))
+    gt = np.zeros(vol.shape, dtype=np.int64)
+    gt[2:6, 2:6, 1:5] = 1
+    gt[6:10, 2:6, 1:5] = 2
+    own = {1: gt == 1, 2: (gt == 2) | (gt == 1)}  # 2 over-segments into 1
+    label_map = np.where(own[1], 1, np.where(own[2], 2, 0))  # 1 was added first: keeps its voxels
+
+    def fake(volume, prompt_set):
+        return SimpleNamespace(labels=SimpleNamespace(array=label_map), object_masks=own)
+
+    r1, r2 = evaluate_case(vol, gt, {1: "a", 2: "b"}, fake)
+    assert r1.dice == 1.0
+    assert r2.dice == pytest.approx(2 * 64 / (128 + 64)) and r2.pred_voxels == 128
