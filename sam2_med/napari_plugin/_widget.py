@@ -102,9 +102,14 @@ class Sam2MedWidget(QWidget):
         try:
             from ._reader import prefer_sam2med_reader
 
-            prefer_sam2med_reader()
+            added = prefer_sam2med_reader()
         except Exception:  # settings unavailable (e.g. read-only); opening still works
-            pass
+            added = []
+        if added:
+            _notify_info(
+                f"sam2-med now opens {', '.join(added)} files (change it in Preferences > "
+                "Plugins > file extension readers)"
+            )
 
     # ------------------------------------------------------------------------------------ UI
     def _build(self) -> None:
