@@ -668,6 +668,12 @@ class Sam2MedWidget(QWidget):
         self._run(job, generator=False, what="undoing", sync=True, on_return=done)
         return True
 
+    def closeEvent(self, event: Any) -> None:
+        """Closing the dock stops a running propagation at the next slice."""
+        if self.state.busy:
+            self.cancel()
+        super().closeEvent(event)
+
     # ------------------------------------------------------------------------------ worker
     def _run(
         self,
