@@ -46,10 +46,17 @@ structure accepted first is never overwritten by a later one, which takes only u
 Cost
 ----
 Image-encoder outputs are cached per slice in an LRU bounded by ``memory_budget_mb`` and shared
-by all objects and runs: a re-propagation after a correction re-uses them. Tracking states drop
-each frame's full-resolution mask after its memory is encoded and forget frames that SAM 2 will
-no longer read. Accepted results are stored per slice as bit-packed masks plus float16
-low-resolution logits.
+by all objects and runs: a re-propagation after a correction re-uses them (about 4 MiB per
+slice at 512 px and 16 MiB at 1024 px for SAM 2.1 tiny; the position encodings, equal for every
+slice, are stored once). Tracking states hold no pixels (frames are built lazily from the
+volume), drop each frame's full-resolution mask once its memory is encoded, and forget the
+frames SAM 2 will not read again (it reads the conditioning frames, the last 6 tracked frames
+and up to 16 object pointers). Accepted results are stored per slice as bit-packed masks plus
+float16 low-resolution logits (the mask prompt of a later correction click). With
+``LoadedModel.dtype == torch.bfloat16`` everything runs under bfloat16 autocast.
+
+A session is not thread-safe: call it from one thread at a time (a GUI runs ``propagate`` in a
+worker and waits for it before sending prompts).
 """
 
 from __future__ import annotations
@@ -734,7 +741,9 @@ class Session:
         """Track every object from its anchors through the slices that need it.
 
         The first call covers the whole range (subject to the stop rules); after a new prompt
-        on slice ``j`` only the slices between ``j``'s neighbouring anchors are re-run.
+        on slice ``j`` only the slices nearer to ``j`` than to its neighbouring anchors are
+        re-run, from ``j`` outward (see the module docstring). Objects are processed in the
+        order they were added, each anchor's run forward first, then backward.
 
         Parameters
         ----------

@@ -380,3 +380,25 @@ def test_bfloat16_autocast_keeps_masks_close(model) -> None:
     inter = (masks[0] & masks[1]).sum()
     union = (masks[0] | masks[1]).sum()
     assert union > 0 and inter / union > 0.9
+
+
+def test_two_objects_propagate_in_one_call_with_progress(model) -> None:
+    s = Session(model, _volume(), slice_range=(6, 17))
+    a = s.add_object("a")
+    b = s.add_object("b", label=300)
+    assert b == 300 and s.add_object("renamed", label=a) == a and s.objects[a] == "renamed"
+    s.add_points(a, [[18, 22, 10]], [1])
+    s.add_points(b, [[12, 30, 14]], [1])
+    calls: list[tuple[int, int]] = []
+    got = [
+        (next(iter(r.masks)), r.slice_index)
+        for r in s.propagate(progress=lambda d, t: calls.append((d, t)))
+    ]
+    assert [lab for lab, _ in got] == [a] * 11 + [b] * 11  # objects in the order added
+    assert sorted(k for lab, k in got if lab == a) == [k for k in range(6, 18) if k != 10]
+    assert [d for d, _ in calls] == [*range(1, 23), 22] and {t for _, t in calls} == {22}
+    lm = s.label_map()
+    assert lm.array.dtype == np.uint16 and set(np.unique(lm.array)) <= {0, a, b}
+    outside = np.ones(24, bool)
+    outside[6:18] = False
+    assert not np.take(lm.array, np.flatnonzero(outside), axis=2).any()
