@@ -515,7 +515,9 @@ def _window_arg(text: str) -> Any:
 def _check_output(
     path: str | os.PathLike[str], overwrite: bool, *, suffixes: Sequence[str]
 ) -> Path:
-    """Fail early (before any work) on an output that exists or cannot be written."""
+    """Fail early (before any work) on an output that exists or has the wrong suffix.
+
+    Missing parent folders are created when the output is written."""
     from .io import MaskWriteError, OutputExistsError
 
     p = Path(path)
@@ -523,8 +525,8 @@ def _check_output(
         raise MaskWriteError(f"output must end in {' or '.join(suffixes)}", p)
     if p.exists() and not overwrite:
         raise OutputExistsError("output exists; pass --overwrite to replace it", p)
-    if not p.parent.exists() and str(p.parent) not in ("", "."):
-        raise MaskWriteError(f"folder {p.parent} does not exist", p)
+    if p.is_dir():
+        raise MaskWriteError("output is a folder; give a file name", p)
     return p
 
 
@@ -654,10 +656,12 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
         result = segment_volume(volume, prompts, lm, window=window, progress=progress)
     finally:
         close()
+    mask_path.parent.mkdir(parents=True, exist_ok=True)
     written = result.save(mask_path, overwrite=args.overwrite)
     out.info(f"wrote {written} ({result.seconds:.1f} s)")
     out.info(_summary_of(result))
     if seg_path is not None:
+        seg_path.parent.mkdir(parents=True, exist_ok=True)
         seg = result.save_dicom_seg(seg_path, overwrite=args.overwrite)
         out.info(f"wrote {seg}")
     return EXIT_OK
@@ -704,6 +708,7 @@ def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
             "prompts": str(job.prompts),
             "prompts_file_sha256": file_digest(job.prompts),
         }
+        job.output.parent.mkdir(parents=True, exist_ok=True)
         result.save(job.output, overwrite=overwrite)  # the record is the sidecar's run record
 
     outcomes = run_batch(

@@ -71,8 +71,7 @@ def test_segment_mr_lps_mask_prompt_in_process(cli, tmp_path, model_args):
     prompt_file = tmp_path / "liver_k12.nii.gz"
     nib.Nifti1Image(prompt, labels_img.affine, labels_img.header).to_filename(prompt_file)
     (tmp_path / "liver_k12.json").write_text(json.dumps({"5": "liver"}))
-    out = tmp_path / "masks" / "mr_liver.nii.gz"
-    out.parent.mkdir()
+    out = tmp_path / "masks" / "mr_liver.nii.gz"  # the folder is created
 
     code, stdout, err = cli(
         "segment", image, "--mask-prompt", prompt_file, "--out", out, *model_args
@@ -242,8 +241,7 @@ def _mr_jobs(tmp_path: Path) -> Path:
             )
         )
         rows.append(f"case{n},in/case{n}.nii.gz,in/case{n}.json,out/case{n}.nii.gz")
-    (tmp_path / "out").mkdir()
-    jobs = tmp_path / "jobs.csv"
+    jobs = tmp_path / "jobs.csv"  # out/ does not exist yet: batch creates it
     jobs.write_text("\n".join(rows) + "\n")
     return jobs
 
