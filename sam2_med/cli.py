@@ -633,6 +633,7 @@ def _gather_prompts(args: argparse.Namespace, volume: Any) -> Any:
 
 def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
     from .api import segment_volume
+    from .batch import file_digest
     from .errors import PromptError
     from .io import load_volume
 
@@ -656,6 +657,14 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
         result = segment_volume(volume, prompts, lm, window=window, progress=progress)
     finally:
         close()
+    result.record["inputs"] = {
+        "image": str(args.image),
+        "series_uid": volume.provenance.series_uid,
+        "prompts": None if args.prompts is None else str(args.prompts),
+        "prompts_file_sha256": None if args.prompts is None else file_digest(args.prompts),
+        "mask_prompt": None if args.mask_prompt is None else str(args.mask_prompt),
+        "command_line_prompts": {"point": args.point, "box": args.box, "space": args.space},
+    }
     mask_path.parent.mkdir(parents=True, exist_ok=True)
     written = result.save(mask_path, overwrite=args.overwrite)
     out.info(f"wrote {written} ({result.seconds:.1f} s)")

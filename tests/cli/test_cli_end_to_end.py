@@ -92,6 +92,7 @@ def test_segment_mr_lps_mask_prompt_in_process(cli, tmp_path, model_args):
     assert run["status"] == "complete" and run["axis"] == "axial"
     assert run["prompts"]["objects"][0]["mask_slices"] == [k]
     assert len(run["scores"]["5"]) == src.shape[2]
+    assert run["inputs"]["image"] == str(image) and run["inputs"]["mask_prompt"] == str(prompt_file)
     _assert_monai_aligned(image, out, prompt_file, 5)
 
 

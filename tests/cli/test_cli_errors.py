@@ -97,6 +97,21 @@ def test_mask_prompt_off_grid(cli, tmp_path, mr, model_args):
     assert_one_line_error(code, err, f"{m}: ", "not on the image grid")
 
 
+def test_dicom_seg_needs_a_dicom_image(cli, tmp_path, mr, model_args):
+    code, _, err = cli(
+        "segment",
+        mr,
+        "--point",
+        "50,50,10",
+        "--out",
+        tmp_path / "o.nii.gz",
+        "--dicom-seg",
+        tmp_path / "o.dcm",
+        *model_args,
+    )
+    assert_one_line_error(code, err, f"{mr}: ", "--dicom-seg needs a DICOM input image")
+
+
 def test_no_prompts(cli, tmp_path, mr, model_args):
     code, _, err = cli("segment", mr, "--out", tmp_path / "o.nii.gz", *model_args)
     assert_one_line_error(code, err, f"{mr}: ", "no prompts")
