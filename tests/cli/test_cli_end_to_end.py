@@ -115,7 +115,7 @@ def test_segment_dicom_ct_subprocess_with_dicom_seg(tmp_path, tiny_checkpoint):
     out, seg = tmp_path / "ct_mask.nii.gz", tmp_path / "ct_seg.dcm"
     exe = Path(sys.executable).with_name("sam2-med")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "sam2_med"]
-    env = {**os.environ, "SAM2_MED_OFFLINE": "1"}
+    env = {**os.environ, "SAM2_MED_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [
             *cmd,
