@@ -51,6 +51,11 @@ class SessionStats:
         self.__init__()  # type: ignore[misc]
 
 
+def _owns(t: torch.Tensor) -> bool:
+    """True when ``t`` spans its whole storage (not a slice of a batch it would keep alive)."""
+    return t.untyped_storage().nbytes() == t.numel() * t.element_size()
+
+
 def _nbytes(ts: Sequence[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in ts)
 
@@ -102,8 +107,23 @@ class FeatureCache:
     def _store(self, k: int, feats: list[torch.Tensor]) -> None:
         if k in self._feats:
             self.nbytes -= _nbytes(self._feats.pop(k))
+        size = _nbytes(feats)
+        old: list[torch.Tensor] | None = None
+        if self._feats and self.nbytes + size > self.budget_bytes:
+            # full: the least recently used slice's buffers take the new features, so a long
+            # volume streams through a fixed set of allocations instead of freeing and
+            # allocating megabytes per slice (which fragments the heap and grows RSS)
+            _, old = self._feats.popitem(last=False)
+            self.nbytes -= _nbytes(old)
+            self.stats.cache_evictions += 1
+            if [(t.shape, t.dtype) for t in old] == [(t.shape, t.dtype) for t in feats]:
+                for dst, src in zip(old, feats, strict=True):
+                    dst.copy_(src)
+                feats = old
+        if feats is not old:
+            feats = [t if _owns(t) else t.clone() for t in feats]
         self._feats[k] = feats
-        self.nbytes += _nbytes(feats)
+        self.nbytes += size
         while self.nbytes > self.budget_bytes and len(self._feats) > 1:
             _, old = self._feats.popitem(last=False)
             self.nbytes -= _nbytes(old)
@@ -121,8 +141,9 @@ class FeatureCache:
         feats, pos = self._encode(missing)
         if self._pos is None:
             self._pos = pos
-        for k, f in zip(missing, feats, strict=True):
-            self._store(k, f)
+        with torch.inference_mode():  # the buffers are inference tensors
+            for k, f in zip(missing, feats, strict=True):
+                self._store(k, f)
 
     def features(self, k: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``(feats, pos)`` of slice ``k``, encoding it if needed."""

@@ -608,7 +608,8 @@ class Session:
             out = self.model.get_image_features(pixels, return_dict=True)
         self.stats.encoder_calls += len(ks)
         self.stats.encoder_batches += 1
-        feats = [[f[:, i : i + 1].clone() for f in out.fpn_hidden_states] for i in range(len(ks))]
+        # views into the encoder output; the cache copies them into its own buffers
+        feats = [[f[:, i : i + 1] for f in out.fpn_hidden_states] for i in range(len(ks))]
         pos = [p[:, :1].clone() for p in out.fpn_position_encoding]
         return feats, pos
 

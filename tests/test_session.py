@@ -321,16 +321,23 @@ def test_prompt_validation(model) -> None:
 
 
 def test_memory_budget_evicts_features(model) -> None:
-    s = Session(model, _volume(), memory_budget_mb=0.3)  # two slices of tiny features
-    lab = s.add_object()
-    s.add_points(lab, [[18, 22, 12]], [1])
-    list(s.propagate())
-    assert len(s._cache) <= 2 and s.stats.cache_evictions >= 21
-    assert s.stats.cache_peak_bytes <= 0.3 * 2**20
-    s.stats.reset()
-    s.add_points(lab, [[18, 22, 6]], [1])
-    list(s.propagate())
-    assert s.stats.encoder_calls >= len(set(s.stats.decoded_slices)) - 2
+    vol = _volume()
+    logits = []
+    for budget in (0.3, 64):  # two slices of tiny features, and all of them
+        s = Session(model, vol, memory_budget_mb=budget)
+        lab = s.add_object()
+        s.add_points(lab, [[18, 22, 12]], [1])
+        logits.append({r.slice_index: r.logits[lab] for r in s.propagate()})
+        if budget == 0.3:
+            assert len(s._cache) <= 2 and s.stats.cache_evictions >= 21
+            assert s.stats.cache_peak_bytes <= 0.3 * 2**20
+            s.stats.reset()
+            s.add_points(lab, [[18, 22, 6]], [1])
+            list(s.propagate())
+            assert s.stats.encoder_calls >= len(set(s.stats.decoded_slices)) - 2
+    # evicted buffers are re-used for later slices without mixing features up
+    for k in logits[1]:
+        np.testing.assert_array_equal(logits[0][k], logits[1][k])
 
 
 def test_remove_object_and_suspicious_slices(model) -> None:
