@@ -16,3 +16,18 @@ def test_import_core_loads_no_gui():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"GUI modules imported by the core: {out.stdout}"
+
+
+def test_segment_is_exported_lazily():
+    """``sam2_med.segment`` is the API's function, and plain ``import sam2_med`` loads no torch
+    (the model stack is imported on first use)."""
+    code = (
+        "import sys, sam2_med\n"
+        "print('torch' in sys.modules)\n"
+        "from sam2_med import segment, SegmentationResult\n"
+        "import sam2_med.api as api\n"
+        "print(segment is api.segment and SegmentationResult is api.SegmentationResult)\n"
+        "print('segment' in dir(sam2_med))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "True"], out.stdout + out.stderr
