@@ -60,6 +60,7 @@ __all__ = [
     "PHANTOM_HU",
     "PHANTOM_LABELS",
     "PHANTOM_OUTPUTS",
+    "PROMPTED_STRUCTURES",
     "make_phantom",
     "phantom_affine",
     "write_phantom",
@@ -98,11 +99,16 @@ PHANTOM_HU: Mapping[str, int] = MappingProxyType(
 PHANTOM_OUTPUTS: Mapping[str, str] = MappingProxyType(
     {
         "image": "phantom_ct.nii.gz",
+        "image_sidecar": "phantom_ct.json",
         "labels": "phantom_labels.nii.gz",
         "label_names": "phantom_labels.json",
         "dicom": "phantom_dicom",
+        "prompts": "phantom_prompts.json",
     }
 )
+
+#: Structures that :func:`write_phantom`'s prompt file asks for (one click at each centre).
+PROMPTED_STRUCTURES = ("liver", "spleen")
 
 _BODY_SEMI_AXES = (40.0, 30.0)  # R-L, A-P
 _SUBCUTANEOUS_FAT_MM = 5.0
@@ -325,6 +331,12 @@ def _write_nifti_image(volume: Volume, path: Path) -> None:
     nib.save(img, str(path))
 
 
+def _write_image_sidecar(path: Path) -> None:
+    """What dcm2niix writes beside a converted CT: the modality a bare NIfTI cannot carry."""
+    meta = {"Modality": "CT", "Manufacturer": "sam2-med synthetic phantom", "BodyPart": "ABDOMEN"}
+    path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
 def _write_labels_nifti(labels: LabelVolume, path: Path) -> None:
     """The label map via ``sam2_med.io.save_mask`` (NIfTI + ``<stem>.json`` with the names)."""
     from .io import save_mask
@@ -447,11 +459,16 @@ def write_phantom(
     -------
     dict of str -> Path
         ``"image"``: ``phantom_ct.nii.gz`` (int16 HU; qform = sform, code 1);
+        ``"image_sidecar"``: ``phantom_ct.json``, a dcm2niix/BIDS-style sidecar saying
+        ``"Modality": "CT"`` so the NIfTI reads as CT (HU windows apply);
         ``"labels"``: ``phantom_labels.nii.gz`` (uint8, written by
         :func:`sam2_med.io.save_mask`); ``"label_names"``: ``phantom_labels.json`` (its
         sidecar: names, voxel counts, geometry); ``"dicom"``: ``phantom_dicom/``, one CT Image
         Storage file per slice. The DICOM voxels are the NIfTI voxels at the same world
         positions: Image Position/Orientation (Patient) are the NIfTI affine in LPS+.
+        ``"prompts"``: ``phantom_prompts.json``, a :mod:`sam2_med.prompts` file with one
+        positive click (world RAS+ mm, so it fits every orientation) at the centre of each of
+        :data:`PROMPTED_STRUCTURES`, labelled as in the label map.
 
     Raises
     ------
@@ -477,9 +494,11 @@ def write_phantom(
     tmp = Path(tempfile.mkdtemp(prefix=".phantom-", dir=out))
     try:
         _write_nifti_image(volume, tmp / PHANTOM_OUTPUTS["image"])
+        _write_image_sidecar(tmp / PHANTOM_OUTPUTS["image_sidecar"])
         _write_labels_nifti(labels, tmp / PHANTOM_OUTPUTS["labels"])
         _add_phantom_record(tmp / PHANTOM_OUTPUTS["label_names"], seed, orientation)
         _write_dicom_series(volume, tmp / PHANTOM_OUTPUTS["dicom"], seed)
+        _write_prompts(tmp / PHANTOM_OUTPUTS["prompts"])
         for key, dest in targets.items():
             src = tmp / PHANTOM_OUTPUTS[key]
             if dest.is_dir() and not dest.is_symlink():
@@ -490,6 +509,20 @@ def write_phantom(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return targets
+
+
+def _write_prompts(path: Path) -> None:
+    """The README's prompt file: a positive click at the centre of each prompted structure."""
+    value_of = {name: value for value, name in PHANTOM_LABELS.items()}
+    objects = []
+    for shape in _STRUCTURES:
+        if shape.name in PROMPTED_STRUCTURES:
+            centre = np.add(BODY_CENTER_RAS, shape.center).round(3).tolist()
+            objects.append(
+                {"name": shape.name, "label": value_of[shape.name], "points": [[*centre, 1]]}
+            )
+    data = {"space": "world_ras", "objects": objects}
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def _add_phantom_record(sidecar: Path, seed: int, orientation: str) -> None:

@@ -216,3 +216,22 @@ def test_dicom_reads_back_for_axis_aligned_grids(tmp_path, orientation) -> None:
     assert dcm.orientation == orientation
     np.testing.assert_array_equal(dcm.array, vol.array)
     np.testing.assert_allclose(dcm.affine, vol.affine, atol=0.01)
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_prompt_file_clicks_inside_each_prompted_structure(tmp_path, orientation) -> None:
+    """The README's prompt file: each click lands on a voxel of its own structure's label, on
+    every grid orientation (the clicks are world millimetres, read through the prompt parser)."""
+    from sam2_med.prompts import load_prompts
+
+    written = write_phantom(tmp_path, orientation=orientation)
+    image = load_volume(written["image"])
+    assert image.modality == "CT"  # from phantom_ct.json, so "auto" picks a HU window
+    labels = np.asarray(nib.load(written["labels"]).dataobj)
+    prompts = load_prompts(written["prompts"], image)
+    assert [o.name for o in prompts.objects] == list(phantom.PROMPTED_STRUCTURES)
+    for obj in prompts.objects:
+        assert PHANTOM_LABELS[obj.label] == obj.name
+        (point,) = obj.points
+        assert obj.point_labels.tolist() == [1]
+        assert labels[tuple(point)] == obj.label
