@@ -411,7 +411,8 @@ class SegmentationState:
         # world axes: 0 x (R), 1 y (A), 2 z (S); rows first, then columns
         rows_cols = {2: (1, 0), 1: (2, 0), 0: (2, 1)}[wa]
         self.viewer.dims.order = (wa, *rows_cols)
-        camera = self.viewer.camera
+        scene = getattr(self.viewer, "scene", None)  # napari >= 0.9 (viewer.camera deprecated)
+        camera = scene.camera if scene is not None else self.viewer.camera
         if hasattr(camera, "orientation2d"):
             # rows increase upwards (anterior/superior up), columns increase leftwards
             camera.orientation2d = ("up", "left")
