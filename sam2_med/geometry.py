@@ -94,7 +94,9 @@ def slice_axis(affine: np.ndarray, plane: str) -> int:
     try:
         world_axis = PLANE_NORMAL_AXIS[plane.lower()]
     except (KeyError, AttributeError):
-        raise ValueError(f"unknown plane {plane!r}; use one of {sorted(PLANE_NORMAL_AXIS)}") from None
+        raise ValueError(
+            f"unknown plane {plane!r}; use one of {sorted(PLANE_NORMAL_AXIS)}"
+        ) from None
     directions = np.asarray(affine, dtype=np.float64)[:3, :3]
     unit = directions / np.linalg.norm(directions, axis=0, keepdims=True)
     return int(np.argmax(np.abs(unit[world_axis, :])))

@@ -38,25 +38,16 @@ from ..labels import LabelVolume
 from ..volume import Volume
 from ._atomic import check_writable, write_files_atomically
 from .errors import MaskWriteError
+from .nifti import NIFTI_GEOMETRY_FIELDS
 
 __all__ = ["normalize_label_names", "prepare_labels", "save_mask", "sidecar_path"]
 
 NIFTI_INTENT_LABEL = 1002
 NIFTI_XFORM_SCANNER_ANAT = 1
 
-_GEOMETRY_FIELDS = (
-    "quatern_b",
-    "quatern_c",
-    "quatern_d",
-    "qoffset_x",
-    "qoffset_y",
-    "qoffset_z",
-    "srow_x",
-    "srow_y",
-    "srow_z",
-    "qform_code",
-    "sform_code",
-)
+# What the reader keeps of a NIfTI header's geometry, less pixdim (only its first four
+# entries carry over: a 4D reference's time step does not belong in a 3D mask).
+_GEOMETRY_FIELDS = tuple(f for f in NIFTI_GEOMETRY_FIELDS if f != "pixdim")
 
 
 # -- inputs shared with the DICOM SEG writer ---------------------------------------------------
