@@ -24,3 +24,19 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"shared data absent: {SHARED_DATA} (CI always has ../shared/data)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One intra-op torch thread for the whole suite. The test models are tiny and gain nothing
+    from more, and on a shared 2-core runner OpenMP threads spinning against other processes
+    made model tests 6-20x slower. Benchmarks, not tests, measure threaded speed."""
+    try:
+        import torch
+    except ImportError:  # the I/O tests do not need torch
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

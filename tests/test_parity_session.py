@@ -26,18 +26,6 @@ FIXTURE = Path(__file__).resolve().parent / "fixtures" / "parity"
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the tiny model gains nothing from two, and on a shared 2-core box
-    two spinning OpenMP threads slow these tests down several times."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _clip_volume(clip: np.ndarray) -> Volume:
     """(T, S, S) clip -> LPS-stored volume whose axial slice k displays as clip[k].
 
@@ -54,8 +42,7 @@ def test_session_reproduces_meta_logits(family: str, tmp_path: Path) -> None:
 
     config = json.loads((FIXTURE / "config.json").read_text())
     ref_path = FIXTURE / ("reference.npz" if family == "sam2.1" else "reference_sam2.0.npz")
-    if not ref_path.exists():
-        pytest.skip(f"{ref_path.name} not in the fixture")
+    assert ref_path.exists(), f"{ref_path} missing: rerun scripts/make_parity_fixture.py"
     if family == "sam2.1":
         lm = load_model(checkpoint=FIXTURE / "meta_reduced.pt", arch=config["arch"])
     else:

@@ -54,8 +54,6 @@ def readme_example() -> str:
 def test_python_example_runs_as_printed(readme_example, tmp_path, monkeypatch) -> None:
     """Run the README's example in a folder holding a freshly generated phantom; only the model
     argument is swapped for a random tiny checkpoint in Meta's format (no weights here)."""
-    import torch
-
     from sam2_med.models import TINY_ARCH, random_model, save_meta_checkpoint, tiny_config
     from sam2_med.phantom import write_phantom
 
@@ -68,13 +66,8 @@ def test_python_example_runs_as_printed(readme_example, tmp_path, monkeypatch) -
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SAM2_MED_OFFLINE", "1")
     monkeypatch.setenv("SAM2_MED_CACHE", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        namespace: dict = {}
-        exec(compile(code, "README.md", "exec"), namespace)
-    finally:
-        torch.set_num_threads(threads)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
     result = namespace["result"]
     assert result.labels.names == {1: "liver", 2: "spleen"}
     image = nib.load(tmp_path / "sample_data" / "generated" / "phantom_ct.nii.gz")

@@ -31,19 +31,6 @@ def model_args(tiny_checkpoint) -> list[str]:
     return ["--checkpoint", str(ckpt), "--arch", str(arch)]
 
 
-@pytest.fixture(autouse=True, scope="package")
-def _one_torch_thread():
-    """The tiny model gains nothing from intra-op threads, and on a shared 2-core runner
-    OpenMP threads spinning against other processes made these tests 10-20x slower. Restored
-    afterwards so other test packages keep torch's default."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def _no_network_no_user_cache(monkeypatch, tmp_path_factory):
     """Never download weights and never touch the user's cache from a test."""
