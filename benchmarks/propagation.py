@@ -175,7 +175,8 @@ def _run_worker(kind: str, args: argparse.Namespace, **extra) -> dict:
         cmd += ["--slices", str(args.slices)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    cmd += ["--budget-mb", str(args.budget_mb)]
+    if args.budget_mb is not None:
+        cmd += ["--budget-mb", str(args.budget_mb)]
     for key, val in extra.items():
         flag = "--" + key.replace("_", "-")
         if val is True:
@@ -199,7 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-tile", action="store_true", help="skip the 4x-volume memory run")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--budget-mb", type=float, default=512.0, help="Session feature cache budget")
+    p.add_argument(
+        "--budget-mb",
+        type=float,
+        default=None,
+        help="Session feature cache bound in MiB (default: the Session's own default)",
+    )
     # worker-only options
     p.add_argument("--worker", choices=["reference", "session"], help=argparse.SUPPRESS)
     p.add_argument("--tile", type=int, default=1, help=argparse.SUPPRESS)
@@ -238,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         ("session / reference time", f"{ses['seconds'] / ref['seconds']:.2f} (required <= 1)"),
         (
             "session: peak RSS",
-            f"{ses['peak_rss_mb']:.0f} MB (feature cache {ses['cache_mb']:.0f} MB)",
+            f"{ses['peak_rss_mb']:.0f} MB (feature cache peak {ses['cache_mb']:.0f} MB)",
         ),
         (
             "correction at 3/4: time / full",

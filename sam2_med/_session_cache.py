@@ -78,6 +78,11 @@ class FeatureCache:
         are stored once). At least one slice is always kept.
     stats : SessionStats
         Updated in place.
+    min_slices : int
+        Raise the bound to hold at least this many slices once the size of one slice's
+        features is known (it grows with the square of the model's input size).
+    max_bytes : int, optional
+        Hard ceiling of the bound, applied after ``min_slices``.
     """
 
     def __init__(
@@ -85,9 +90,14 @@ class FeatureCache:
         encode: Callable[[Sequence[int]], tuple[list[list[torch.Tensor]], list[torch.Tensor]]],
         budget_bytes: int,
         stats: SessionStats,
+        *,
+        min_slices: int = 0,
+        max_bytes: int | None = None,
     ) -> None:
         self._encode = encode
         self.budget_bytes = int(budget_bytes)
+        self.min_slices = int(min_slices)
+        self.max_bytes = None if max_bytes is None else int(max_bytes)
         self.stats = stats
         self._feats: OrderedDict[int, list[torch.Tensor]] = OrderedDict()
         self._pos: list[torch.Tensor] | None = None
@@ -104,12 +114,18 @@ class FeatureCache:
         """Cached slice indices, least recently used first."""
         return list(self._feats)
 
+    def limit(self, slice_bytes: int) -> int:
+        """The byte bound for slices of ``slice_bytes`` each (see the class parameters)."""
+        limit = max(self.budget_bytes, self.min_slices * int(slice_bytes))
+        return limit if self.max_bytes is None else min(limit, self.max_bytes)
+
     def _store(self, k: int, feats: list[torch.Tensor]) -> None:
         if k in self._feats:
             self.nbytes -= _nbytes(self._feats.pop(k))
         size = _nbytes(feats)
+        limit = self.limit(size)
         old: list[torch.Tensor] | None = None
-        if self._feats and self.nbytes + size > self.budget_bytes:
+        if self._feats and self.nbytes + size > limit:
             # full: the least recently used slice's buffers take the new features, so a long
             # volume streams through a fixed set of allocations instead of freeing and
             # allocating megabytes per slice (which fragments the heap and grows RSS)
@@ -124,7 +140,7 @@ class FeatureCache:
             feats = [t if _owns(t) else t.clone() for t in feats]
         self._feats[k] = feats
         self.nbytes += size
-        while self.nbytes > self.budget_bytes and len(self._feats) > 1:
+        while self.nbytes > limit and len(self._feats) > 1:
             _, old = self._feats.popitem(last=False)
             self.nbytes -= _nbytes(old)
             self.stats.cache_evictions += 1

@@ -48,7 +48,9 @@ Cost
 Image-encoder outputs are cached per slice in an LRU bounded by ``memory_budget_mb`` and shared
 by all objects and runs: a re-propagation after a correction re-uses them (about 4 MiB per
 slice at 512 px and 16 MiB at 1024 px for SAM 2.1 tiny; the position encodings, equal for every
-slice, are stored once). Tracking states hold no pixels (frames are built lazily from the
+slice, are stored once). The default bound holds :data:`DEFAULT_CACHE_SLICES` slices at any
+input size (at least 512 MiB, at most a quarter of the available memory) and does not grow
+with the volume's length. Tracking states hold no pixels (frames are built lazily from the
 volume), drop each frame's full-resolution mask once its memory is encoded, and forget the
 frames SAM 2 will not read again (it reads the conditioning frames, the last 6 tracked frames
 and up to 16 object pointers). Accepted results are stored per slice as bit-packed masks plus
@@ -85,9 +87,24 @@ if TYPE_CHECKING:
 
 __all__ = ["Session", "SessionStats", "SliceProfile", "SliceResult"]
 
-#: Default size of the image-feature cache: 512 MiB (128 slices at 512 px, 32 at 1024 px for
-#: SAM 2.1 hiera-tiny features).
+#: Smallest default size of the image-feature cache: 512 MiB (about 120 slices of SAM 2.1
+#: hiera-tiny features at 512 px, 30 at 1024 px).
 DEFAULT_MEMORY_BUDGET_MB = 512.0
+
+#: The default cache holds at least this many slices whatever the input size (about 2.1 GiB at
+#: 1024 px), so corrections within a typical abdominal CT re-use every feature (see
+#: ``Session(memory_budget_mb=...)``).
+DEFAULT_CACHE_SLICES = 128
+
+
+def _available_memory_bytes() -> int:
+    """Memory the OS can give this process now (psutil), or 8 GiB when unknown."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:
+        return 8 * 2**30
 
 
 # -- public records -----------------------------------------------------------------------------
@@ -241,8 +258,12 @@ class Session:
         Intensity transform, see :func:`sam2_med.intensity.resolve_intensity`.
     image_size : int, optional
         Model input side; must equal the model's (default: the model's).
-    memory_budget_mb : float
+    memory_budget_mb : float, optional
         Bound of the image-feature cache in MiB (LRU; at least one slice is always kept).
+        None (default): room for :data:`DEFAULT_CACHE_SLICES` slices' features and at least
+        :data:`DEFAULT_MEMORY_BUDGET_MB`, but at most a quarter of the memory available when
+        the session starts. The bound does not grow with the volume's length, so a long
+        volume streams through the cache; a correction re-encodes only evicted slices.
     stop_after_empty : int, optional
         Stop tracking in a direction after this many consecutive slices whose object score says
         "absent" (logit <= 0). The slices beyond are left empty (NaN in :meth:`profile`).
@@ -282,7 +303,7 @@ class Session:
         axis: str = "axial",
         window: str | tuple[float, float] | IntensityTransform | None = "auto",
         image_size: int | None = None,
-        memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+        memory_budget_mb: float | None = None,
         stop_after_empty: int | None = None,
         max_slices: int | None = None,
         slice_range: tuple[int, int] | None = None,
@@ -323,7 +344,16 @@ class Session:
         self.device = torch.device(self.loaded.device)
         self.autocast = self.loaded.dtype == torch.bfloat16
         self.stats = SessionStats()
-        self._cache = FeatureCache(self._encode, int(memory_budget_mb * 2**20), self.stats)
+        if memory_budget_mb is None:
+            self._cache = FeatureCache(
+                self._encode,
+                int(DEFAULT_MEMORY_BUDGET_MB * 2**20),
+                self.stats,
+                min_slices=DEFAULT_CACHE_SLICES,
+                max_bytes=_available_memory_bytes() // 4,
+            )
+        else:
+            self._cache = FeatureCache(self._encode, int(memory_budget_mb * 2**20), self.stats)
         self._objects: dict[int, _Object] = {}
         self._history: list[tuple[int, tuple]] = []
         self._suspended: _Run | None = None

@@ -17,18 +17,6 @@ from sam2_med.session import Session, SliceResult
 from sam2_med.volume import Volume
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the tiny model gains nothing from two, and on a shared 2-core box
-    two spinning OpenMP threads slow these tests down several times."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def model():
     return LoadedModel.from_module(random_model(tiny_config(128), seed=0), name="tiny-test")
@@ -338,6 +326,34 @@ def test_memory_budget_evicts_features(model) -> None:
     # evicted buffers are re-used for later slices without mixing features up
     for k in logits[1]:
         np.testing.assert_array_equal(logits[0][k], logits[1][k])
+
+
+def test_default_cache_bound_holds_a_slice_count_at_any_input_size(model) -> None:
+    """The default bound scales with the size of one slice's features (128 slices), never
+    below 512 MiB and never above a quarter of the available memory; it does not depend on
+    the volume's length."""
+    import torch
+
+    from sam2_med._session_cache import FeatureCache, SessionStats
+    from sam2_med.session import DEFAULT_CACHE_SLICES, DEFAULT_MEMORY_BUDGET_MB
+
+    mib = 2**20
+    s = Session(model, _volume())
+    cache = s._cache
+    assert cache.min_slices == DEFAULT_CACHE_SLICES == 128
+    assert cache.budget_bytes == DEFAULT_MEMORY_BUDGET_MB * mib
+    assert cache.limit(4 * mib) == 512 * mib  # 512 px tiny features: the floor
+    assert cache.limit(16 * mib) == min(2048 * mib, cache.max_bytes)  # 1024 px
+    assert 0 < cache.max_bytes < 2**40
+    assert Session(model, _volume(), memory_budget_mb=64)._cache.limit(16 * mib) == 64 * mib
+
+    def encode(ks):  # 1 MiB of float32 per slice
+        return [[torch.full((2**18,), float(k))] for k in ks], [torch.zeros(1)]
+
+    fc = FeatureCache(encode, 2 * mib, SessionStats(), min_slices=5, max_bytes=4 * mib)
+    for k in range(10):
+        assert float(fc.features(k)[0][0][0]) == k
+    assert fc.slices == [6, 7, 8, 9]  # min_slices raised the bound to 5, the cap held it at 4
 
 
 def test_remove_object_and_suspicious_slices(model) -> None:
