@@ -386,6 +386,7 @@ def segment_volume(
         "status": "cancelled" if cancelled else "complete",
         "model": getattr(model, "name", "custom"),
         "model_source": getattr(model, "source", None),
+        "model_licence": getattr(model, "licence", None),
         "axis": prompt_set.axis,
         "axis_index": axis_index,
         "window": str(window),

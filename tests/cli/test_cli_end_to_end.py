@@ -189,6 +189,7 @@ def test_segment_points_boxes_world_coordinates(cli, tmp_path, model_args):
     )
     assert code == 0, err
     run = json.loads((tmp_path / "m.json").read_text())["extra"]["sam2_med_run"]
+    assert run["model_licence"].startswith("unknown: a custom checkpoint")  # --checkpoint
     objs = {o["label"]: o for o in run["prompts"]["objects"]}
     assert objs[3]["points"] == [[40, 50, 10]]  # the world point's voxel
     assert objs[1]["points"] == [[60, 40, 10], [20, 20, 10]]
