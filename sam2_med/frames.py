@@ -368,7 +368,7 @@ class SliceStream:
         size = self.display_shape
         if tuple(t.shape) != tuple(size):
             t = F.interpolate(t[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
-        return t.numpy()
+        return t.cpu().numpy()
 
     def frame_logits_to_slice(self, logits: torch.Tensor | np.ndarray) -> np.ndarray:
         """Square frame logits (h, w) -> slice-shaped (A, B) float32 logits.

@@ -590,7 +590,7 @@ class Session:
         obj.dirty.update(s for s in range(max(start, lo), min(stop, hi) + 1) if s != k)
         obj.dirty.discard(k)
         obj.generation += 1
-        logits = out["pred_masks"][0, 0].to(torch.float32)
+        logits = out["pred_masks"][0, 0].to("cpu", torch.float32)  # results live on the host
         mask = (
             prompt.mask
             if prompt.mask is not None
@@ -850,7 +850,7 @@ class Session:
                 out = self.model(inference_session=st, frame_idx=k, reverse=d < 0)
             self.stats.decoded_slices.append(k)
             self.stats.decoded.append((obj.label, k))
-            logits = out.pred_masks[0, 0].to(torch.float32)
+            logits = out.pred_masks[0, 0].to("cpu", torch.float32)  # results live on the host
             score = float(out.object_score_logits.reshape(-1)[0])
             mask = self.stream.frame_logits_to_slice(logits) > 0
             old = obj.results.get(k)
