@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from transformers import Sam2VideoConfig
+from transformers import Sam2VideoConfig, Sam2VideoMaskDecoderConfig, Sam2VideoPromptEncoderConfig
 
 __all__ = ["DEFAULT_ARCH", "arch_to_config", "complete_arch"]
 
@@ -135,16 +135,20 @@ def arch_to_config(arch: dict[str, Any]) -> Sam2VideoConfig:
         "backbone_feature_sizes": [[size // 4] * 2, [size // 8] * 2, [size // 16] * 2],
         "fpn_hidden_size": d,
     }
+    # sub-configs as objects, not dicts: transformers 5.10-5.19 build a dict mask_decoder_config
+    # as a prompt-encoder config and the model then fails to build
     return Sam2VideoConfig(
         vision_config=vision,
-        prompt_encoder_config={"hidden_size": d, "image_size": size, "patch_size": 16},
-        mask_decoder_config={
-            "hidden_size": d,
-            "mlp_dim": a["mask_decoder_mlp_dim"],
-            "num_attention_heads": a["mask_decoder_heads"],
-            "attention_downsample_rate": a["mask_decoder_attention_downsample_rate"],
-            "iou_head_hidden_dim": a["iou_head_hidden_dim"],
-        },
+        prompt_encoder_config=Sam2VideoPromptEncoderConfig(
+            hidden_size=d, image_size=size, patch_size=16
+        ),
+        mask_decoder_config=Sam2VideoMaskDecoderConfig(
+            hidden_size=d,
+            mlp_dim=a["mask_decoder_mlp_dim"],
+            num_attention_heads=a["mask_decoder_heads"],
+            attention_downsample_rate=a["mask_decoder_attention_downsample_rate"],
+            iou_head_hidden_dim=a["iou_head_hidden_dim"],
+        ),
         image_size=size,
         num_maskmem=a["num_maskmem"],
         enable_occlusion_spatial_embedding=bool(a["no_obj_embed_spatial"]),
