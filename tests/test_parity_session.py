@@ -36,22 +36,35 @@ def _clip_volume(clip: np.ndarray) -> Volume:
     return Volume(arr, np.diag([-1.0, -1.0, 1.0, 1.0]), modality="OT")
 
 
-@pytest.mark.parametrize("family", ["sam2.1", "sam2.0"])
-def test_session_reproduces_meta_logits(family: str, tmp_path: Path) -> None:
+def _cuda_or_skip() -> str:
     import torch
 
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here (CI has none)")
+    # full float32: TF32 convolutions and matmuls would move logits by about 1e-3
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    return "cuda"
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("family", ["sam2.1", "sam2.0"])
+def test_session_reproduces_meta_logits(family: str, device: str, tmp_path: Path) -> None:
+    import torch
+
+    if device == "cuda":
+        _cuda_or_skip()
     config = json.loads((FIXTURE / "config.json").read_text())
     ref_path = FIXTURE / ("reference.npz" if family == "sam2.1" else "reference_sam2.0.npz")
     assert ref_path.exists(), f"{ref_path} missing: rerun scripts/make_parity_fixture.py"
     if family == "sam2.1":
-        lm = load_model(checkpoint=FIXTURE / "meta_reduced.pt", arch=config["arch"])
+        lm = load_model(checkpoint=FIXTURE / "meta_reduced.pt", arch=config["arch"], device=device)
     else:
         state = torch.load(FIXTURE / "meta_reduced.pt", weights_only=True)["model"]
         for key in config["sam2.1_only_keys"]:
             del state[key]
         torch.save({"model": state}, tmp_path / "sam20.pt")
         arch = {**config["arch"], **config["sam2.0_arch_overrides"]}
-        lm = load_model(checkpoint=tmp_path / "sam20.pt", arch=arch)
+        lm = load_model(checkpoint=tmp_path / "sam20.pt", arch=arch, device=device)
     ref = np.load(ref_path)
     clip = np.load(FIXTURE / "clip.npy")
     vol = _clip_volume(clip)
