@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from sam2_med.intensity import IntensityTransform
 from sam2_med.models import load_model
@@ -36,23 +37,19 @@ def _clip_volume(clip: np.ndarray) -> Volume:
     return Volume(arr, np.diag([-1.0, -1.0, 1.0, 1.0]), modality="OT")
 
 
-def _cuda_or_skip() -> str:
-    import torch
-
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device here (CI has none)")
-    # full float32: TF32 convolutions and matmuls would move logits by about 1e-3
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    return "cuda"
+CUDA = pytest.param(
+    "cuda",
+    marks=pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="no CUDA device here (CI has none)"
+    ),
+)
 
 
-@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("family", ["sam2.1", "sam2.0"])
 def test_session_reproduces_meta_logits(family: str, device: str, tmp_path: Path) -> None:
-    import torch
-
-    if device == "cuda":
-        _cuda_or_skip()
+    if device == "cuda":  # full float32: TF32 would move logits by about 1e-3
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     config = json.loads((FIXTURE / "config.json").read_text())
     ref_path = FIXTURE / ("reference.npz" if family == "sam2.1" else "reference_sam2.0.npz")
     assert ref_path.exists(), f"{ref_path} missing: rerun scripts/make_parity_fixture.py"
