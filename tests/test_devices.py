@@ -16,6 +16,7 @@ import torch
 from sam2_med.models import TINY_ARCH, load_model, random_model, save_meta_checkpoint, tiny_config
 from sam2_med.session import Session
 from sam2_med.volume import Volume
+from tests.test_session import _volume  # the CPU tests' blob volume (LPS storage)
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device here (CI has none)"
@@ -35,16 +36,6 @@ def _exact_cuda_math():
 def checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     return save_meta_checkpoint(random_model(tiny_config(), seed=0), path)
-
-
-def _volume() -> Volume:
-    rng = np.random.default_rng(0)
-    shape = (36, 44, 24)
-    arr = rng.normal(0.0, 30.0, shape).astype(np.float32)
-    ii, jj, kk = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
-    arr[(ii / 0.6) ** 2 + (jj / 0.5) ** 2 + (kk / 0.8) ** 2 < 1] += 250.0
-    affine = np.diag([-0.9, -0.9, 2.0, 1.0])  # LPS storage
-    return Volume(arr, affine, modality="CT")
 
 
 def _run(lm, vol: Volume) -> tuple[Session, int, dict[int, np.ndarray]]:
