@@ -1056,6 +1056,15 @@ def _one_line(err: BaseException) -> str:
     return " ".join(text.split())
 
 
+def console_main() -> int:
+    """Entry point of the ``sam2-med`` command and ``python -m sam2_med``: the process is ours, so
+    the allocator is tuned for propagation (see :mod:`sam2_med._malloc`), then :func:`main`."""
+    from ._malloc import tune_malloc_for_propagation
+
+    tune_malloc_for_propagation()
+    return main()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``sam2-med`` with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)

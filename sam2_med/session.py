@@ -50,7 +50,10 @@ by all objects and runs: a re-propagation after a correction re-uses them (about
 slice at 512 px and 16 MiB at 1024 px for SAM 2.1 tiny; the position encodings, equal for every
 slice, are stored once). The default bound holds :data:`DEFAULT_CACHE_SLICES` slices at any
 input size (at least 512 MiB, at most a quarter of the available memory) and does not grow
-with the volume's length. Tracking states hold no pixels (frames are built lazily from the
+with the volume's length. Every slice allocates and frees tensors of a few MiB; the ``sam2-med``
+command therefore tunes glibc's allocator for its own process
+(:func:`sam2_med._malloc.tune_malloc_for_propagation`, about 5 % faster), which a script that owns
+its process may call too. Tracking states hold no pixels (frames are built lazily from the
 volume), drop each frame's full-resolution mask once its memory is encoded, and forget the
 frames SAM 2 will not read again (it reads the conditioning frames, the last 6 tracked frames
 and up to 16 object pointers). Accepted results are stored per slice as bit-packed masks plus
