@@ -59,6 +59,10 @@ def _setup(args: argparse.Namespace):
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.worker == "session" and args.malloc == "cli":
+        from sam2_med._malloc import tune_malloc_for_propagation
+
+        tune_malloc_for_propagation()  # what the sam2-med command line does at start
     vol = load_volume(DATA / "image.nii.gz").replace(modality="CT")
     labels = np.asarray(load_volume(DATA / "labels.nii.gz").array)
     ax = slice_axis(vol.affine, "axial")
@@ -176,6 +180,7 @@ def _run_worker(kind: str, args: argparse.Namespace, **extra) -> dict:
         cmd += ["--slices", str(args.slices)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    cmd += ["--malloc", args.malloc]
     if args.budget_mb is not None:
         cmd += ["--budget-mb", str(args.budget_mb)]
     for key, val in extra.items():
@@ -211,6 +216,13 @@ def main(argv: list[str] | None = None) -> int:
         help="Session feature cache bound in MiB (default: the Session's own default)",
     )
     # worker-only options
+    p.add_argument(
+        "--malloc",
+        choices=["cli", "default"],
+        default="cli",
+        help="allocator of the session runs: 'cli' = the settings the sam2-med command applies "
+        "(sam2_med._malloc), 'default' = glibc's defaults, as the reference always runs",
+    )
     p.add_argument("--worker", choices=["reference", "session"], help=argparse.SUPPRESS)
     p.add_argument("--tile", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
@@ -232,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or "default"
     print(
         f"# propagation benchmark: {args.size} px, random SAM 2.1-tiny-shaped weights, CPU, "
-        f"torch threads {threads}, load average {os.getloadavg()[0]:.1f}"
+        f"torch threads {threads}, load average {os.getloadavg()[0]:.1f}, session allocator "
+        f"{args.malloc}, reference allocator default"
     )
     # reference and session alternate, each --repeat times; the fastest of each is compared
     # (the machine's own drift then weighs on both alike)
