@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from sam2_med.io import VolumeReadError, load_volume
 from sam2_med.volume import Volume
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, shared_path
 
 MV = "dicom/multivendor_dicom2nifti"
 
@@ -44,8 +44,7 @@ def _source_bytes(index: int) -> tuple[tuple[str, bytes], ...]:
 @pytest.fixture(autouse=True)
 def _need_shared_data() -> None:
     for folder, _ in SOURCES:
-        if not (SHARED_DATA / folder).exists():
-            pytest.skip(f"shared data absent: {SHARED_DATA / folder} (CI always has it)")
+        shared_path(folder)  # skips, with the reason, when the folder is absent
 
 
 _header_offset = st.integers(0, 4096)
