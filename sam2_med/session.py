@@ -347,16 +347,14 @@ class Session:
         self.device = torch.device(self.loaded.device)
         self.autocast = self.loaded.dtype == torch.bfloat16
         self.stats = SessionStats()
-        if memory_budget_mb is None:
-            self._cache = FeatureCache(
-                self._encode,
-                int(DEFAULT_MEMORY_BUDGET_MB * 2**20),
-                self.stats,
-                min_slices=DEFAULT_CACHE_SLICES,
-                max_bytes=_available_memory_bytes() // 4,
-            )
-        else:
-            self._cache = FeatureCache(self._encode, int(memory_budget_mb * 2**20), self.stats)
+        default = memory_budget_mb is None  # then the bound scales with the slice size
+        self._cache = FeatureCache(
+            self._encode,
+            int((DEFAULT_MEMORY_BUDGET_MB if default else memory_budget_mb) * 2**20),
+            self.stats,
+            min_slices=DEFAULT_CACHE_SLICES if default else 0,
+            max_bytes=_available_memory_bytes() // 4 if default else None,
+        )
         self._objects: dict[int, _Object] = {}
         self._history: list[tuple[int, tuple]] = []
         self._suspended: _Run | None = None
