@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["FeatureCache", "LazyFrames", "SessionStats"]
+__all__ = ["FeatureCache", "SessionStats"]
 
 
 @dataclass
@@ -61,11 +61,8 @@ def _nbytes(ts: Sequence[torch.Tensor]) -> int:
 
 
 class FeatureCache:
-    """LRU of backbone features per slice, with the interface transformers' session cache has.
-
-    A ``Sam2VideoInferenceSession`` calls ``get_vision_features(frame_idx)`` before running the
-    image encoder and ``cache_vision_features(frame_idx, features)`` after; installing one
-    ``FeatureCache`` as the ``cache`` of every tracking state shares features between them.
+    """LRU of backbone features per slice: the :class:`~sam2_med.models.engine.FeatureSource`
+    of every tracking state of a session, so all of them share one set of features.
 
     Parameters
     ----------
@@ -173,39 +170,7 @@ class FeatureCache:
         assert self._pos is not None
         return self._feats[k], self._pos
 
-    # -- the interface of transformers' Sam2VideoInferenceCache ------------------------------
-    def get_vision_features(self, frame_idx: int) -> dict | None:
-        feats, pos = self.features(frame_idx)
-        return {"vision_feats": list(feats), "vision_pos_embeds": list(pos)}
-
-    def cache_vision_features(self, frame_idx: int, features: dict) -> None:  # pragma: no cover
-        # never reached: get_vision_features always answers
-        self._store(int(frame_idx), [f.clone() for f in features["vision_feats"]])
-
     def clear_all(self) -> None:
         """Drop every cached slice."""
         self._feats.clear()
         self.nbytes = 0
-
-
-class LazyFrames:
-    """Stand-in for ``Sam2VideoInferenceSession.processed_frames``: a length, and no pixels.
-
-    transformers reads ``len(processed_frames)`` as the number of frames of the video (it bounds
-    the object pointers SAM 2 attends to, as in Meta's predictor). Pixels are never read from
-    here because the shared :class:`FeatureCache` always answers first; indexing builds the
-    frame lazily all the same.
-    """
-
-    def __init__(self, n: int, frame: Callable[[int], torch.Tensor]) -> None:
-        self._n = int(n)
-        self._frame = frame
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, k: int) -> torch.Tensor:  # pragma: no cover - see class docstring
-        return self._frame(int(k))
-
-    def __setitem__(self, k: int, v: torch.Tensor) -> None:  # pragma: no cover
-        raise RuntimeError("a sam2-med tracking state takes no pixel frames")

@@ -76,10 +76,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ._session_cache import FeatureCache, LazyFrames, SessionStats
+from ._session_cache import FeatureCache, SessionStats
 from .errors import PromptError
 from .frames import SliceStream
 from .labels import LabelVolume
+from .models.engine import FrameOutput, Sam2Engine, TrackingState, logits_of, score_of
 
 if TYPE_CHECKING:
     from transformers import Sam2VideoModel
@@ -317,6 +318,7 @@ class Session:
     ) -> None:
         self.loaded = _as_loaded(model)
         self.model: Sam2VideoModel = self.loaded.model
+        self.engine = Sam2Engine(self.model)
         size = int(self.loaded.image_size)
         if image_size is not None and int(image_size) != size:
             raise ValueError(
@@ -358,9 +360,8 @@ class Session:
         self._objects: dict[int, _Object] = {}
         self._history: list[tuple[int, tuple]] = []
         self._suspended: _Run | None = None
-        cfg = self.model.config
-        self._n_mem = int(cfg.num_maskmem) - 1  # non-conditioning memory frames read
-        self._n_ptr = int(cfg.max_object_pointers_in_encoder) - 1  # non-cond pointers read
+        self._n_mem = self.engine.num_maskmem - 1  # non-conditioning memory frames read
+        self._n_ptr = self.engine.max_object_pointers - 1  # non-cond pointers read
 
     # -- objects ----------------------------------------------------------------------------
     @property
@@ -591,13 +592,13 @@ class Session:
         obj.dirty.update(s for s in range(max(start, lo), min(stop, hi) + 1) if s != k)
         obj.dirty.discard(k)
         obj.generation += 1
-        logits = out["pred_masks"][0, 0].to("cpu", torch.float32)  # results live on the host
+        logits = logits_of(out).to("cpu", torch.float32)  # results live on the host
         mask = (
             prompt.mask
             if prompt.mask is not None
             else self.stream.frame_logits_to_slice(logits) > 0
         )
-        score = float(out["object_score_logits"].reshape(-1)[0])
+        score = score_of(out)
         obj.results[k] = self._record(mask, score, logits)
         return SliceResult(
             k,
@@ -636,73 +637,34 @@ class Session:
     def _encode(self, ks: Sequence[int]) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
         pixels = self.stream.frames(list(ks)).to(self.device)
         with self._compute():
-            out = self.model.get_image_features(pixels, return_dict=True)
+            feats, pos = self.engine.encode(pixels)
         self.stats.encoder_calls += len(ks)
         self.stats.encoder_batches += 1
         # views into the encoder output; the cache copies them into its own buffers
-        feats = [[f[:, i : i + 1] for f in out.fpn_hidden_states] for i in range(len(ks))]
-        pos = [p[:, :1].clone() for p in out.fpn_position_encoding]
         return feats, pos
 
-    def _new_state(self, obj: _Object | None, label: int) -> Any:
-        from transformers import Sam2VideoInferenceSession
-
-        st = Sam2VideoInferenceSession(
-            video=None,
-            inference_device=self.device,
-            inference_state_device=self.device,
-            video_storage_device=self.device,
-            dtype=torch.float32,
-        )
-        st.processed_frames = LazyFrames(self.n_slices, self.stream.frame)
-        st.cache = self._cache
-        st.obj_id_to_idx(label)
-        if obj is not None:
-            st.output_dict_per_obj[0]["cond_frame_outputs"].update(obj.cond)
-        return st
+    def _new_state(self, obj: _Object | None) -> TrackingState:
+        return self.engine.new_state(self.n_slices, self._cache, obj.cond if obj else None)
 
     def _decode_anchor(
         self, label: int, k: int, prompt: _Prompt, prior: torch.Tensor | None
-    ) -> dict[str, Any]:
-        st = self._new_state(None, label)
-        point_inputs = mask_inputs = None
-        if prompt.mask is not None:
-            mask_inputs = self.stream.mask_to_frame(prompt.mask)[None, None].to(self.device)
-            prior = None
-        else:
-            point_inputs = {
-                "point_coords": torch.from_numpy(prompt.coords)[None, None].to(self.device),
-                "point_labels": torch.from_numpy(prompt.labels)[None, None].to(self.device),
-            }
-        m = self.model
+    ) -> FrameOutput:
+        st = self._new_state(None)
         self._cache.ensure([k])
         with self._compute():
-            out = m._run_single_frame_inference(
-                inference_session=st,
-                frame_idx=k,
-                obj_idx=0,
-                batch_size=1,
-                is_init_cond_frame=True,
-                point_inputs=point_inputs,
-                mask_inputs=mask_inputs,
-                reverse=False,
-                prev_sam_mask_logits=None if prior is None else prior.to(self.device),
-                streaming=False,
-            )
-            st.store_output(0, k, output_value=out, is_conditioning_frame=True)
-            m._batch_encode_memories(
-                inference_session=st,
-                frame_idx=k,
-                objects_needing_memory_encoding=[0],
-                high_res_masks_for_memory=[out["high_res_masks"]],
-                object_score_logits_for_memory=[out["object_score_logits"]],
-                is_mask_from_pts_per_obj=[True],
-            )
+            if prompt.mask is not None:
+                out = self.engine.decode_prompt(st, k, mask=self.stream.mask_to_frame(prompt.mask))
+            else:
+                out = self.engine.decode_prompt(
+                    st,
+                    k,
+                    points=torch.from_numpy(prompt.coords),
+                    labels=torch.from_numpy(prompt.labels),
+                    prior=None if prior is None else prior[0, 0],
+                )
         self.stats.decoded_slices.append(k)
         self.stats.decoded.append((label, k))
-        cond = dict(st.output_dict_per_obj[0]["cond_frame_outputs"][k])
-        cond.pop("high_res_masks", None)
-        return cond
+        return out
 
     def _record(self, mask: np.ndarray, score: float, logits: torch.Tensor | None) -> _Record:
         mask = np.asarray(mask, bool)
@@ -828,7 +790,7 @@ class Session:
     def _step_run(self, run: _Run, cancel: Callable[[], bool] | None) -> Iterator[SliceResult]:
         obj = self._objects[run.label]
         if run.state is None:
-            run.state = self._new_state(obj, obj.label)
+            run.state = self._new_state(obj)
         st = run.state
         while run.pos < len(run.steps):
             k, d = run.steps[run.pos]
@@ -848,11 +810,11 @@ class Session:
             ahead = [s for s, dd in run.steps[run.pos : run.pos + self.encoder_batch] if dd == d]
             self._cache.ensure(ahead)
             with self._compute():
-                out = self.model(inference_session=st, frame_idx=k, reverse=d < 0)
+                out = self.engine.track(st, k, reverse=d < 0)
             self.stats.decoded_slices.append(k)
             self.stats.decoded.append((obj.label, k))
-            logits = out.pred_masks[0, 0].to("cpu", torch.float32)  # results live on the host
-            score = float(out.object_score_logits.reshape(-1)[0])
+            logits = logits_of(out).to("cpu", torch.float32)  # results live on the host
+            score = score_of(out)
             mask = self.stream.frame_logits_to_slice(logits) > 0
             old = obj.results.get(k)
             obj.results[k] = self._record(mask, score, logits)
@@ -880,21 +842,19 @@ class Session:
 
     def _prune(self, run: _Run, k: int, d: int) -> None:
         """Drop what SAM 2 will not read again from the run's tracking state."""
-        nc = run.state.output_dict_per_obj[0]["non_cond_frame_outputs"]
-        cur = nc.get(k)
-        if cur is not None:
-            cur.pop("high_res_masks", None)
         down_pending = d > 0 and any(dd < 0 for _, dd in run.steps[run.pos + 1 :])
         a = run.anchor
-        for f in list(nc):
+
+        def keep(f: int) -> str:
             behind = (k - f) * d
             near_anchor = down_pending and 0 < f - a
             if (0 <= behind <= self._n_ptr) or (near_anchor and f - a <= self._n_ptr):
                 if behind > self._n_mem and not (near_anchor and f - a <= self._n_mem):
-                    nc[f].pop("maskmem_features", None)
-                    nc[f].pop("maskmem_pos_enc", None)
-                continue
-            del nc[f]
+                    return "pointer"
+                return "all"
+            return "none"
+
+        self.engine.forget(run.state, keep)
 
     # -- results ----------------------------------------------------------------------------
     def mask(self, label: int, slice_index: int) -> np.ndarray | None:

@@ -1,0 +1,368 @@
+"""The one seam between sam2-med and transformers' private SAM 2 video internals.
+
+Everything in sam2-med that calls a private method of ``transformers.Sam2VideoModel``
+(``_run_single_frame_inference``, ``_batch_encode_memories``, ...), builds a
+``Sam2VideoInferenceSession`` by hand, or reads its ``output_dict_per_obj`` layout lives in this
+module. The :class:`~sam2_med.session.Session` (inference) and the training loop stand on the small
+typed interface below, so a transformers release that renames or reshapes those internals breaks
+this file and nothing else. The range of transformers versions this module was tested with is
+pinned in ``pyproject.toml``; when a newer release breaks it, the seam tests
+(``tests/models/test_engine.py``) fail first and name the internal that moved.
+
+Vocabulary
+----------
+frame
+    One slice along the session axis, as SAM 2 sees a video frame; indexed ``0 .. n_frames - 1``.
+:data:`FrameOutput`
+    SAM 2's per-frame record for one object: low-resolution mask logits ``pred_masks``
+    ``(1, 1, h, w)`` (``h = w = image_size / 4``), ``object_score_logits`` ``(1, 1)``,
+    ``object_pointer`` ``(1, C)`` and, once its memory is encoded, ``maskmem_features``
+    ``(HW, 1, C_mem)`` (bfloat16, as Meta stores it) and ``maskmem_pos_enc``. Treat it as
+    opaque outside this module; use the accessors :func:`logits_of` and :func:`score_of`.
+conditioning frame
+    A frame whose output came from a prompt (SAM 2's ``cond_frame_outputs``); every later frame
+    attends to it.
+tracked frame
+    A frame whose output came from memory alone (``non_cond_frame_outputs``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+
+if TYPE_CHECKING:
+    from transformers import Sam2VideoInferenceSession, Sam2VideoModel
+
+__all__ = [
+    "FeatureSource",
+    "FrameOutput",
+    "Sam2Engine",
+    "TrackingState",
+    "logits_of",
+    "score_of",
+]
+
+#: SAM 2's per-frame output record of one object (see the module docstring).
+FrameOutput = dict[str, Any]
+
+_MEMORY_KEYS = ("maskmem_features", "maskmem_pos_enc")
+
+
+class FeatureSource(Protocol):
+    """Where a tracking state gets a frame's image-encoder output.
+
+    ``features(k)`` returns ``(feats, pos)``: ``feats`` the per-level backbone features of frame
+    ``k``, each ``(HW_l, 1, C_l)`` as :meth:`Sam2Engine.encode` returns them, and ``pos`` the
+    per-level position encodings (the same for every frame).
+    """
+
+    def features(self, k: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]: ...
+
+
+def logits_of(out: FrameOutput) -> torch.Tensor:
+    """``(h, w)`` low-resolution mask logits of a frame output (model frame orientation)."""
+    return out["pred_masks"][0, 0]
+
+
+def score_of(out: FrameOutput) -> float:
+    """The object-score **logit** of a frame output (> 0: SAM 2 says the object is present)."""
+    return float(out["object_score_logits"].reshape(-1)[0])
+
+
+class _Frames:
+    """Stand-in for a transformers session's ``processed_frames``: a length and no pixels.
+
+    transformers reads ``len(processed_frames)`` as the video's frame count (it bounds the object
+    pointers SAM 2 attends to, as Meta's predictor does). Pixels are never read from here
+    because the state's feature cache always answers first.
+    """
+
+    def __init__(self, n: int) -> None:
+        self._n = int(n)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, k: int) -> torch.Tensor:  # pragma: no cover - see class docstring
+        raise RuntimeError(
+            "a sam2-med tracking state holds no pixels; features come from its cache"
+        )
+
+
+class _CacheAdapter:
+    """The interface of transformers' ``Sam2VideoInferenceCache`` over a :class:`FeatureSource`."""
+
+    def __init__(self, source: FeatureSource) -> None:
+        self._source = source
+
+    def get_vision_features(self, frame_idx: int) -> dict:
+        feats, pos = self._source.features(int(frame_idx))
+        return {"vision_feats": list(feats), "vision_pos_embeds": list(pos)}
+
+    def cache_vision_features(self, frame_idx: int, features: dict) -> None:  # pragma: no cover
+        raise RuntimeError("unreachable: get_vision_features always answers")
+
+    def clear_all(self) -> None:  # pragma: no cover - transformers' reset path, unused here
+        pass
+
+
+class TrackingState:
+    """One object's SAM 2 memory bank for one tracking run.
+
+    Wraps a ``Sam2VideoInferenceSession`` holding exactly one object, whose image features come
+    from a :class:`FeatureSource` and which holds no pixels. Build it with
+    :meth:`Sam2Engine.new_state`.
+
+    Attributes
+    ----------
+    n_frames : int
+        Frames of the whole volume (SAM 2 normalises object-pointer distances by it).
+    """
+
+    def __init__(self, session: Sam2VideoInferenceSession, n_frames: int) -> None:
+        self._s = session
+        self.n_frames = int(n_frames)
+
+    @property
+    def cond(self) -> MutableMapping[int, FrameOutput]:
+        """Conditioning-frame outputs by frame (mutable: the session seeds and prunes it)."""
+        return self._s.output_dict_per_obj[0]["cond_frame_outputs"]
+
+    @property
+    def tracked(self) -> MutableMapping[int, FrameOutput]:
+        """Tracked-frame outputs by frame (mutable)."""
+        return self._s.output_dict_per_obj[0]["non_cond_frame_outputs"]
+
+    @property
+    def directions(self) -> MutableMapping[int, dict]:
+        """Frames tracked so far, each with the direction it was reached in (``{"reverse": bool}``)."""
+        return self._s.frames_tracked_per_obj[0]
+
+
+class Sam2Engine:
+    """SAM 2's single-frame operations on a transformers ``Sam2VideoModel``.
+
+    The engine holds no per-volume state; :class:`TrackingState` objects do. It does not set
+    ``torch.inference_mode`` or autocast: the caller decides (inference under
+    ``inference_mode``; training under ``enable_grad``).
+
+    Parameters
+    ----------
+    model : transformers.Sam2VideoModel
+
+    Attributes
+    ----------
+    model : transformers.Sam2VideoModel
+    image_size : int
+        Side of the square model input in pixels.
+    num_maskmem : int
+        Memory frames SAM 2 attends to (conditioning frames plus ``num_maskmem - 1`` tracked).
+    max_object_pointers : int
+        Object pointers SAM 2 attends to.
+    """
+
+    def __init__(self, model: Sam2VideoModel) -> None:
+        self.model = model
+        cfg = model.config
+        size = cfg.image_size
+        self.image_size = int(size[0] if isinstance(size, (list, tuple)) else size)
+        self.num_maskmem = int(cfg.num_maskmem)
+        self.max_object_pointers = int(cfg.max_object_pointers_in_encoder)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- image encoder ------------------------------------------------------------------------
+    def encode(self, pixels: torch.Tensor) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
+        """Run the image encoder on a batch of frames.
+
+        Parameters
+        ----------
+        pixels : (B, 3, S, S) float tensor
+            Normalised model-input frames (see :class:`sam2_med.frames.SliceStream`).
+
+        Returns
+        -------
+        feats : list over the B frames of lists over levels of ``(HW_l, 1, C_l)`` tensors
+            Views into the encoder's batch output; copy them to keep one frame alone.
+        pos : list over levels of ``(HW_l, 1, C)`` tensors
+            Position encodings, the same for every frame.
+        """
+        out = self.model.get_image_features(pixels, return_dict=True)
+        n = pixels.shape[0]
+        feats = [[f[:, i : i + 1] for f in out.fpn_hidden_states] for i in range(n)]
+        pos = [p[:, :1].clone() for p in out.fpn_position_encoding]
+        return feats, pos
+
+    # -- tracking states ----------------------------------------------------------------------
+    def new_state(
+        self,
+        n_frames: int,
+        features: FeatureSource,
+        cond: dict[int, FrameOutput] | None = None,
+    ) -> TrackingState:
+        """A fresh one-object memory bank, optionally seeded with conditioning frames.
+
+        Parameters
+        ----------
+        n_frames : int
+            Frames of the whole volume.
+        features : FeatureSource
+            Image features per frame.
+        cond : dict of int -> FrameOutput, optional
+            Conditioning outputs (with encoded memory) to seed the bank with.
+        """
+        from transformers import Sam2VideoInferenceSession
+
+        device = self.device
+        st = Sam2VideoInferenceSession(
+            video=None,
+            inference_device=device,
+            inference_state_device=device,
+            video_storage_device=device,
+            dtype=torch.float32,
+        )
+        st.processed_frames = _Frames(n_frames)
+        st.cache = _CacheAdapter(features)
+        st.obj_id_to_idx(1)
+        state = TrackingState(st, n_frames)
+        if cond:
+            state.cond.update(cond)
+        return state
+
+    # -- decoding -----------------------------------------------------------------------------
+    def decode_prompt(
+        self,
+        state: TrackingState,
+        k: int,
+        *,
+        points: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        prior: torch.Tensor | None = None,
+        with_memory: bool = False,
+        reverse: bool = False,
+    ) -> FrameOutput:
+        """Decode a prompt on frame ``k``, store it as a conditioning frame, encode its memory.
+
+        Parameters
+        ----------
+        state : TrackingState
+        k : int
+        points : (N, 2) float tensor, optional
+            Model-input pixels ``(x, y)``; a box is two rows labelled 2 and 3, placed first.
+        labels : (N,) int tensor, optional
+            1 positive, 0 negative, 2/3 box corners.
+        mask : (S, S) float tensor, optional
+            A 0/1 mask prompt in model-input pixels; passed through as the output (SAM 2's
+            ``_use_mask_as_output``). Exclusive with ``points``.
+        prior : (h, w) float tensor, optional
+            Earlier low-resolution logits of this frame, fed to the decoder as its dense mask
+            prompt (SAM 2's ``prev_sam_mask_logits`` for correction clicks).
+        with_memory : bool
+            False: decoded from the frame alone (SAM 2's initial conditioning frame). True: a
+            correction, decoded with the memory bank of ``state`` (its conditioning frames, the
+            tracked frames behind ``k`` in the direction ``reverse`` and their object pointers).
+        reverse : bool
+            Direction the frame was reached in (only read when ``with_memory``).
+
+        Returns
+        -------
+        FrameOutput
+            Without the full-resolution mask (dropped once the memory is encoded).
+        """
+        if (points is None) == (mask is None):
+            raise ValueError("decode_prompt takes points or a mask, exactly one of them")
+        dev = self.device
+        point_inputs = mask_inputs = None
+        if mask is not None:
+            mask_inputs = mask.to(dev, torch.float32)[None, None]
+            prior = None
+        else:
+            point_inputs = {
+                "point_coords": points.to(dev, torch.float32)[None, None],
+                "point_labels": labels.to(dev, torch.int32)[None, None],
+            }
+        m = self.model
+        out = m._run_single_frame_inference(
+            inference_session=state._s,
+            frame_idx=int(k),
+            obj_idx=0,
+            batch_size=1,
+            is_init_cond_frame=not with_memory,
+            point_inputs=point_inputs,
+            mask_inputs=mask_inputs,
+            reverse=bool(reverse) if with_memory else False,
+            prev_sam_mask_logits=None if prior is None else prior.to(dev)[None, None],
+            streaming=False,
+        )
+        state._s.store_output(0, int(k), output_value=out, is_conditioning_frame=True)
+        self._encode_memory(state, int(k), out, from_prompt=True)
+        stored = state.cond[int(k)]
+        stored.pop("high_res_masks", None)
+        return dict(stored)
+
+    def track(self, state: TrackingState, k: int, *, reverse: bool) -> FrameOutput:
+        """Track frame ``k`` from the memory bank, store it as a tracked frame with its memory.
+
+        Returns
+        -------
+        FrameOutput
+            Includes ``high_res_masks`` until :meth:`forget` or the caller drops it.
+        """
+        m = self.model
+        out = m._run_single_frame_inference(
+            inference_session=state._s,
+            frame_idx=int(k),
+            obj_idx=0,
+            batch_size=1,
+            is_init_cond_frame=False,
+            point_inputs=None,
+            mask_inputs=None,
+            reverse=bool(reverse),
+            streaming=False,
+        )
+        state._s.store_output(0, int(k), output_value=out, is_conditioning_frame=False)
+        state.directions[int(k)] = {"reverse": bool(reverse)}
+        self._encode_memory(state, int(k), out, from_prompt=False)
+        stored = state.tracked[int(k)]
+        stored.pop("high_res_masks", None)
+        return stored
+
+    def _encode_memory(
+        self, state: TrackingState, k: int, out: FrameOutput, *, from_prompt: bool
+    ) -> None:
+        self.model._batch_encode_memories(
+            inference_session=state._s,
+            frame_idx=k,
+            objects_needing_memory_encoding=[0],
+            high_res_masks_for_memory=[out["high_res_masks"]],
+            object_score_logits_for_memory=[out["object_score_logits"]],
+            is_mask_from_pts_per_obj=[from_prompt],
+        )
+
+    # -- memory housekeeping --------------------------------------------------------------------
+    @staticmethod
+    def strip_memory(out: FrameOutput) -> None:
+        """Drop a tracked frame's encoded memory, keeping its object pointer and logits."""
+        for key in _MEMORY_KEYS:
+            out.pop(key, None)
+
+    @staticmethod
+    def forget(state: TrackingState, keep: Callable[[int], str]) -> None:
+        """Prune the tracked frames of a state.
+
+        ``keep(frame)`` answers ``"all"`` (keep the record), ``"pointer"`` (keep only what the
+        object pointer needs: drop the encoded memory) or ``"none"`` (drop the record).
+        """
+        tracked = state.tracked
+        for f in list(tracked):
+            what = keep(f)
+            if what == "none":
+                del tracked[f]
+            elif what == "pointer":
+                Sam2Engine.strip_memory(tracked[f])

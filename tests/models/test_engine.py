@@ -1,0 +1,113 @@
+"""The seam to transformers' private SAM 2 internals (``sam2_med.models.engine``).
+
+When a transformers release moves an internal the seam calls, the first test here fails and
+names it; the second proves the seam's single-frame operations equal transformers' own public
+video loop on the same frames.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+from transformers import Sam2VideoInferenceSession, Sam2VideoModel
+
+from sam2_med.models.engine import Sam2Engine, logits_of, score_of
+from sam2_med.models.testing import random_model, tiny_config
+
+from ._helpers import propagate_points
+
+#: Every private member of transformers the seam relies on, with the parameters it passes.
+INTERNALS = {
+    (Sam2VideoModel, "_run_single_frame_inference"): {
+        "inference_session",
+        "frame_idx",
+        "obj_idx",
+        "batch_size",
+        "is_init_cond_frame",
+        "point_inputs",
+        "mask_inputs",
+        "reverse",
+        "prev_sam_mask_logits",
+        "streaming",
+    },
+    (Sam2VideoModel, "_batch_encode_memories"): {
+        "inference_session",
+        "frame_idx",
+        "objects_needing_memory_encoding",
+        "high_res_masks_for_memory",
+        "object_score_logits_for_memory",
+        "is_mask_from_pts_per_obj",
+    },
+    (Sam2VideoModel, "get_image_features"): {"pixel_values"},
+    (Sam2VideoInferenceSession, "__init__"): {
+        "video",
+        "inference_device",
+        "inference_state_device",
+        "video_storage_device",
+        "dtype",
+    },
+    (Sam2VideoInferenceSession, "store_output"): {
+        "obj_idx",
+        "frame_idx",
+        "output_value",
+        "is_conditioning_frame",
+    },
+}
+
+
+@pytest.mark.parametrize("owner_name", sorted(INTERNALS, key=lambda x: x[1]), ids=lambda x: x[1])
+def test_transformers_internals_the_seam_uses_exist(owner_name) -> None:
+    owner, name = owner_name
+    fn = getattr(owner, name, None)
+    assert fn is not None, f"transformers {owner.__name__}.{name} is gone: update engine.py"
+    params = set(inspect.signature(fn).parameters)
+    missing = INTERNALS[owner_name] - params
+    assert not missing, f"transformers {owner.__name__}.{name} lost parameters {sorted(missing)}"
+
+
+def test_session_state_layout_the_seam_reads() -> None:
+    st = Sam2VideoInferenceSession(video=None, dtype=torch.float32)
+    st.obj_id_to_idx(1)
+    assert set(st.output_dict_per_obj[0]) == {"cond_frame_outputs", "non_cond_frame_outputs"}
+    assert st.frames_tracked_per_obj[0] == {}
+
+
+class _Features:
+    def __init__(self, engine: Sam2Engine, video: torch.Tensor) -> None:
+        with torch.inference_mode():
+            feats, self.pos = engine.encode(video)
+        self.feats = [[f.clone() for f in fs] for fs in feats]
+
+    def features(self, k: int):
+        return self.feats[k], self.pos
+
+
+def test_engine_steps_equal_transformers_video_loop() -> None:
+    model = random_model(tiny_config(128), seed=3).eval()
+    video = torch.randn(8, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    points, labels = [(40.0, 50.0), (70.0, 64.0)], [1, 0]
+    ref = propagate_points(model, video, 3, points, labels)
+
+    engine = Sam2Engine(model)
+    source = _Features(engine, video)
+    with torch.inference_mode():
+        st = engine.new_state(8, source)
+        cond = engine.decode_prompt(
+            st, 3, points=torch.tensor(points), labels=torch.tensor(labels, dtype=torch.int32)
+        )
+        got = {"forward": {3: logits_of(cond)}, "reverse": {3: logits_of(cond)}}
+        scores = {"forward": {3: score_of(cond)}}
+        for k in range(4, 8):
+            out = engine.track(st, k, reverse=False)
+            got["forward"][k] = logits_of(out)
+            scores["forward"][k] = score_of(out)
+        for k in range(2, -1, -1):
+            got["reverse"][k] = logits_of(engine.track(st, k, reverse=True))
+    for direction in ("forward", "reverse"):
+        assert set(got[direction]) == set(ref[direction])
+        for k, logits in ref[direction].items():
+            torch.testing.assert_close(got[direction][k], logits[0, 0], atol=0, rtol=0)
+    for k, s in ref["object_score_logits"]["forward"].items():
+        assert scores["forward"][k] == pytest.approx(s, abs=0)
