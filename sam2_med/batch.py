@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Sam2MedError
+from .labels import RUN_RECORD_KEY
 
 __all__ = [
     "BatchError",
@@ -51,8 +52,6 @@ __all__ = [
     "run_batch",
     "write_datalist",
 ]
-
-RUN_RECORD_KEY = "sam2_med_run"  # the same key as sam2_med.api.RUN_RECORD_KEY
 
 
 class BatchError(Sam2MedError, ValueError):

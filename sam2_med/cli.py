@@ -53,6 +53,10 @@ prompt JSON (--prompts FILE.json):
       "boxes": [[i0, j0, k0, i1, j1, k1]],       # corners on one slice of --axis
       "mask": "liver_slice.nii.gz"}]}            # or {"file":..., "value": 5, "slice": 12}
   Mask paths are relative to the JSON file. Full schema: python -m pydoc sam2_med.prompts
+  A mask sidecar written by sam2-med (MASK.json beside MASK.nii.gz, from segment, batch or
+  the napari plugin) is also accepted: it replays the recorded session (its clicks, boxes,
+  masks, propagations and undos, in order, with its axis and window) and writes the same
+  label map voxel for voxel with the same model. Schema: python -m pydoc sam2_med.interactions
 """
 
 MASK_HELP = """\
@@ -144,18 +148,19 @@ def _add_slicing(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("slicing and intensity")
     g.add_argument(
         "--axis",
-        default="axial",
+        default=None,
         choices=("axial", "coronal", "sagittal"),
         help="plane of the slices fed to the model; the voxel axis is chosen from "
-        "the affine (default axial)",
+        "the affine (default axial; a replayed session: the recorded one)",
     )
     g.add_argument(
         "--window",
-        default="auto",
+        default=None,
         metavar="W",
-        help="intensity: auto (CT soft-tissue window, else 0.5-99.5 percentiles), a CT "
-        "preset (soft_tissue, abdomen, liver, lung, bone, brain...), dicom, "
-        "percentile, minmax, or CENTER,WIDTH in HU",
+        help="intensity: auto (the default: CT soft-tissue window, else 0.5-99.5 "
+        "percentiles), a CT preset (soft_tissue, abdomen, liver, lung, bone, brain...), "
+        "dicom, percentile, minmax, or CENTER,WIDTH in HU (a replayed session: the recorded "
+        "one)",
     )
 
 
@@ -201,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
             Segment one image: prompts on one or more slices (points, boxes, a mask slice),
             propagated through the volume both ways. Writes a NIfTI label map on exactly the
             image's voxel grid (same shape and affine) plus a JSON sidecar <stem>.json with
-            label names, the prompts in voxel indices, the model and per-slice scores.
+            label names, the prompts in voxel indices, the model, per-slice scores and the
+            session's interaction log (--prompts <stem>.json replays it exactly).
 
             examples:
               sam2-med segment ct.nii.gz --point 80,60,14 --point 60,60,14:neg --out liver.nii.gz
@@ -211,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
               sam2-med segment dicom/series/ --point 256,240,10 --out m.nii.gz --dicom-seg m.dcm
               sam2-med segment mr.nii.gz --space world_ras --point -31.5,12,40.2 --out m.nii.gz
               sam2-med segment ct.nii.gz --prompts p.json --checkpoint MedSAM2_latest.pt --out m.nii.gz
+              sam2-med segment ct.nii.gz --prompts liver.json --out liver_again.nii.gz  # replay
             """
         ),
         epilog="\n".join(
@@ -269,7 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="label map on the image grid; its largest slice per label is the prompt",
     )
-    g.add_argument("--prompts", metavar="FILE.json", help="prompt JSON (schema below)")
+    g.add_argument(
+        "--prompts",
+        metavar="FILE.json",
+        help="prompt JSON (schema below), or a sam2-med mask sidecar to replay its session",
+    )
     gi = seg.add_argument_group("input and output")
     gi.add_argument(
         "--series-uid",
@@ -572,15 +583,24 @@ def _progress(out: _Out, desc: str) -> tuple[Callable[[int, int], None] | None, 
 def _summary_of(result: Any) -> str:
     import numpy as np
 
+    from .interactions import InteractionLog
+
     arr = result.labels.array
     lines = []
     other = tuple(a for a in range(3) if a != result.axis_index)
-    for obj in result.prompts.objects:
-        m = arr == obj.label
+    if isinstance(result.prompts, InteractionLog):
+        prompted = result.prompts.prompted_slices()
+        objects = [(lab, name, prompted[lab]) for lab, name in result.prompts.names.items()]
+    else:
+        objects = [
+            (o.label, o.name, list(o.slices(result.axis_index))) for o in result.prompts.objects
+        ]
+    for label, name, slices in objects:
+        m = arr == label
         n_slices = int(np.count_nonzero(m.any(axis=other)))
         lines.append(
-            f"  {obj.label:>3} {obj.name}: {int(m.sum())} voxels on {n_slices} "
-            f"{result.axis} slices (prompted on {list(obj.slices(result.axis_index))})"
+            f"  {label:>3} {name}: {int(m.sum())} voxels on {n_slices} "
+            f"{result.axis} slices (prompted on {slices})"
         )
     return "\n".join(lines)
 
@@ -598,6 +618,8 @@ def _gather_prompts(args: argparse.Namespace, volume: Any) -> Any:
     )
 
     objects = []
+    if args.prompts and _is_session_record(args.prompts):
+        return _replay_log(args, volume)
     if args.prompts:
         objects += list(load_prompts(args.prompts, volume, axis=args.axis).objects)
     if args.mask_prompt:
@@ -631,6 +653,39 @@ def _gather_prompts(args: argparse.Namespace, volume: Any) -> Any:
     )
 
 
+def _is_session_record(path: Any) -> bool:
+    """True when ``path`` is a JSON file holding a recorded session (a mask sidecar)."""
+    from .api import _holds_interactions
+
+    p = Path(path)
+    return p.is_file() and p.suffix.lower() == ".json" and _holds_interactions(p)
+
+
+def _replay_log(args: argparse.Namespace, volume: Any) -> Any:
+    """The interaction log of ``--prompts SIDECAR.json``, checked against the other options."""
+    from .errors import PromptError
+    from .interactions import load_interactions
+
+    if args.mask_prompt or args.point or args.box:
+        raise PromptError(
+            "a recorded session replays on its own: drop --point, --box and --mask-prompt "
+            "(or give a plain prompt JSON instead)",
+            args.prompts,
+        )
+    log = load_interactions(args.prompts, volume)
+    if getattr(args, "axis_given", False) and args.axis != log.axis:
+        raise PromptError(
+            f"the recorded session slices {log.axis}; drop --axis {args.axis} to replay it",
+            args.prompts,
+        )
+    if getattr(args, "window_given", False):
+        raise PromptError(
+            "a replay uses the recorded intensity window; drop --window to replay it",
+            args.prompts,
+        )
+    return log
+
+
 def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
     from .api import segment_volume
     from .batch import file_digest
@@ -644,14 +699,29 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
     volume = load_volume(args.image, series_uid=args.series_uid)
     if seg_path is not None and volume.provenance.format != "dicom":
         raise PromptError("--dicom-seg needs a DICOM input image", args.image)
+    from .interactions import InteractionLog
+
     prompts = _gather_prompts(args, volume)
-    window = _window_arg(args.window)
-    _check_window(volume, window, args.image)
+    replaying = isinstance(prompts, InteractionLog)
+    window = None if replaying else _window_arg(args.window)
+    if not replaying:
+        _check_window(volume, window, args.image)
     out.info(
         f"image: {args.image} {volume.shape} {volume.orientation}, spacing "
         f"{', '.join(f'{s:.3g}' for s in volume.spacing)} mm"
     )
     lm = _load_model(args, out)
+    if replaying:
+        out.info(
+            f"replaying the session recorded in {args.prompts} ({len(prompts.events)} "
+            f"interactions, {prompts.axis} slices)"
+        )
+        if prompts.model != lm.name:
+            out.info(
+                f"note: the session was recorded with the model {prompts.model}; replaying it "
+                f"with {lm.name} gives that model's masks (give --model {prompts.model} for the "
+                "same label map)"
+            )
     progress, close = _progress(out, "propagating")
     try:
         result = segment_volume(volume, prompts, lm, window=window, progress=progress)
@@ -696,6 +766,7 @@ def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
         summary_line,
         write_datalist,
     )
+    from .interactions import InteractionLog
     from .io import load_volume
 
     jobs = load_jobs(args.jobs)
@@ -708,8 +779,17 @@ def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
     def segment_job(job: Any, overwrite: bool) -> None:
         volume = load_volume(job.image)
         prompts = resolve_prompts(job.prompts, volume, axis=args.axis)
-        _check_window(volume, window, job.image)
-        result = segment_volume(volume, prompts, model[0], window=window)
+        if isinstance(prompts, InteractionLog):  # a recorded session replays as recorded
+            if args.window_given or (args.axis_given and args.axis != prompts.axis):
+                raise Sam2MedError(
+                    "a recorded session replays with its own axis and window; drop --axis "
+                    "and --window for this batch",
+                    job.prompts,
+                )
+            result = segment_volume(volume, prompts, model[0])
+        else:
+            _check_window(volume, window, job.image)
+            result = segment_volume(volume, prompts, model[0], window=window)
         if result.cancelled:
             raise Sam2MedError("propagation was cancelled", job.output)
         result.record["inputs"] = {
@@ -1078,6 +1158,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    # --axis/--window default to axial/auto; None keeps "not given" for replays
+    for name, default in (("axis", "axial"), ("window", "auto")):
+        if hasattr(args, name):
+            setattr(args, f"{name}_given", getattr(args, name) is not None)
+            if getattr(args, name) is None:
+                setattr(args, name, default)
     try:
         return int(args.func(args, out))
     except KeyboardInterrupt:

@@ -102,7 +102,7 @@ import torch
 from ._session_cache import FeatureCache, SessionStats
 from .errors import PromptError
 from .frames import SliceStream
-from .labels import LabelVolume
+from .labels import RUN_RECORD_KEY, LabelVolume
 from .models.engine import (
     FrameOutput,
     Sam2Engine,
@@ -1218,7 +1218,9 @@ class Session:
         LabelVolume
             ``uint8`` (``uint16`` when a label exceeds 255), shape ``volume.shape``, names from
             :attr:`objects`. The first object added wins an overlap: later objects take only
-            voxels no earlier object claimed.
+            voxels no earlier object claimed. ``extra[RUN_RECORD_KEY]`` holds the model's name
+            and :meth:`interactions`, so a mask saved from it (:func:`sam2_med.io.save_mask`)
+            carries a sidecar that replays this session.
         """
         dtype = np.uint8 if max(self._objects, default=0) <= 255 else np.uint16
         out = np.zeros(self.volume.shape, dtype)
@@ -1229,7 +1231,14 @@ class Session:
                 idx = self.stream.slice_to_volume_index(k)
                 view = out[idx]
                 view[self._mask_of(rec) & (view == 0)] = label
-        return LabelVolume(out, self.volume, dict(self.objects))
+        record = {
+            "model": str(getattr(self.loaded, "name", "custom")),
+            "model_licence": getattr(self.loaded, "licence", None),
+            "axis": self.axis,
+            "status": "complete" if self.pending() == 0 else "partial",
+            "interactions": self.interactions(),
+        }
+        return LabelVolume(out, self.volume, dict(self.objects), {RUN_RECORD_KEY: record})
 
     def profile(self, label: int) -> SliceProfile:
         """Per-slice object score and mask area of one object (NaN where not computed)."""
