@@ -575,6 +575,8 @@ class Sam2MedWidget(QWidget):
         if not prompts:
             _notify_warning("add points or a box on a slice first")
             return False
+        if not _one_box_per_slice(prompts):
+            return False
         self.state.clear_prompts()
 
         def job() -> Iterator[Any]:
@@ -597,7 +599,7 @@ class Sam2MedWidget(QWidget):
             return False
 
         def job() -> Iterator[Any]:
-            res = session.add_mask(label, k, mask)
+            res = session.add_prompts(label, mask=mask, slice_index=k)
             if res is not None:
                 yield res
 
@@ -621,6 +623,8 @@ class Sam2MedWidget(QWidget):
             _notify_error(_describe_error(err))
             return False
         prompts = self.state.collect_prompts()
+        if not _one_box_per_slice(prompts):
+            return False
         self.state.clear_prompts()
         return self._propagate_with(session, prompts, label)
 
@@ -864,6 +868,7 @@ class Sam2MedWidget(QWidget):
             np.ascontiguousarray(arr),
             vol,
             names={int(v): names.get(int(v), f"label_{v}") for v in np.unique(arr) if v},
+            extra=_run_record(self.state, arr),
         )
         written: list[str] = []
         try:
@@ -887,15 +892,64 @@ class Sam2MedWidget(QWidget):
 
 
 # ---------------------------------------------------------------------------------- helpers
+def _one_box_per_slice(prompts: list[Any]) -> bool:
+    """False (and an error shown) when a slice has several boxes: SAM 2 takes one per slice."""
+    boxes = [p.slice_index for p in prompts if p.kind == "box"]
+    dup = sorted({k for k in boxes if boxes.count(k) > 1})
+    if dup:
+        _notify_error(
+            f"slice {dup[0]} has {boxes.count(dup[0])} boxes: SAM 2 takes one box per slice "
+            "and object; delete the extra ones (add points to refine a box)"
+        )
+        return False
+    return True
+
+
 def _send_prompts(session: Any, label: int | None, prompts: list[Any]) -> Iterator[Any]:
-    """Boxes before points on each slice (points refine a box), each yielding its SliceResult."""
-    for p in sorted(prompts, key=lambda p: (p.slice_index, p.kind != "box")):
-        if p.kind == "box":
-            res = session.add_box(label, p.points[0], p.points[1])
-        else:
-            res = session.add_points(label, p.points, p.point_labels)
+    """All of a slice's prompts in one :meth:`Session.add_prompts` call (its box and points,
+    decoded together as the API and the command line send them), slice by slice, each
+    yielding its SliceResult."""
+    slices = sorted({p.slice_index for p in prompts})
+    for k in slices:
+        here = [p for p in prompts if p.slice_index == k]
+        box = next(((p.points[0], p.points[1]) for p in here if p.kind == "box"), None)
+        pts = [p for p in here if p.kind == "points"]
+        points = np.concatenate([p.points for p in pts]) if pts else None
+        labels = np.concatenate([p.point_labels for p in pts]) if pts else None
+        res = session.add_prompts(label, points=points, point_labels=labels, box=box)
         if res is not None:
             yield res
+
+
+def _run_record(state: Any, array: np.ndarray) -> dict[str, Any]:
+    """The sidecar's run record of an export: the session's interaction log (which
+    ``sam2-med segment IMAGE --prompts MASK.json`` replays) and whether the exported labels
+    are exactly the session's (painting in the layer after the session is not recorded)."""
+    from ..labels import RUN_RECORD_KEY
+
+    session = state.session
+    if session is None or not hasattr(session, "interactions"):
+        return {}
+    model = state.model
+    lm = np.asarray(session.label_map().array)
+    same = lm.shape == array.shape and bool(np.array_equal(lm, array))
+    record = {
+        "source": "napari",
+        "model": getattr(model, "name", "custom"),
+        "model_source": getattr(model, "source", None),
+        "model_licence": getattr(model, "licence", None),
+        "axis": state.axis,
+        "window": str(state.window),
+        "status": "complete" if session.pending() == 0 else "partial",
+        "labels_match_session": same,
+        "interactions": session.interactions(),
+    }
+    if not same:
+        record["note"] = (
+            "the exported labels differ from the session's label map (painted or earlier "
+            "labels); replaying the interactions gives the session's label map"
+        )
+    return {RUN_RECORD_KEY: record}
 
 
 def _seg_path(path: str) -> str:
