@@ -9,6 +9,12 @@ this file and nothing else. The range of transformers versions this module was t
 pinned in ``pyproject.toml``; when a newer release breaks it, the seam tests
 (``tests/models/test_engine.py``) fail first and name the internal that moved.
 
+Where transformers' port departs from Meta's predictor, this module follows Meta (the parity
+fixture in ``tests/fixtures/parity`` is Meta's code): a mask prompt's object pointer is made
+with a single decoder output (:meth:`Sam2Engine._mask_pointer`), a prompted frame's memory is
+encoded from its hole-filled logits (``fill_hole_area``), and a correction's memory bank can be
+rebuilt from kept results (:meth:`Sam2Engine.restore_tracked`).
+
 Vocabulary
 ----------
 frame
@@ -18,7 +24,8 @@ frame
     ``(1, 1, h, w)`` (``h = w = image_size / 4``), ``object_score_logits`` ``(1, 1)``,
     ``object_pointer`` ``(1, C)`` and, once its memory is encoded, ``maskmem_features``
     ``(HW, 1, C_mem)`` (bfloat16, as Meta stores it) and ``maskmem_pos_enc``. Treat it as
-    opaque outside this module; use the accessors :func:`logits_of` and :func:`score_of`.
+    opaque outside this module; use the accessors :func:`logits_of`, :func:`score_of`,
+    :func:`score_logits_of` and :func:`pointer_of`.
 conditioning frame
     A frame whose output came from a prompt (SAM 2's ``cond_frame_outputs``); every later frame
     attends to it.
