@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.slow]  # three runs of the phantom: about a minute
 
 WIDGET = "SAM 2 volume segmentation"
 TIMEOUT_MS = 120_000
