@@ -345,11 +345,9 @@ class Sam2Engine:
             # Meta encodes a prompted frame's memory from its stored low-resolution logits
             # (hole-filled), brought up to the input size; for clicks that is what the decoder
             # made anyway, for a mask prompt it is the mask after a round trip through 1/4
-            logits = out["pred_masks"]
-            if self.fill_hole_area > 0:
-                logits = fill_holes(logits[0, 0], self.fill_hole_area)[None, None]
-            if mask is not None or logits is not out["pred_masks"]:
-                out["high_res_masks"] = self._upsample(logits)
+            if mask is not None or self.fill_hole_area > 0:
+                logits = fill_holes(out["pred_masks"][0, 0], self.fill_hole_area)
+                out["high_res_masks"] = self._upsample(logits[None, None])
         self._encode_memory(state, int(k), out, from_prompt=True)
         stored = state.cond[int(k)]
         stored.pop("high_res_masks", None)
