@@ -294,7 +294,10 @@ class StructureMeasurements:
             "volume_mm3": _r(self.volume_mm3, 2),
             "surface_mm2": "" if self.surface_mm2 is None else _r(self.surface_mm2, 2),
         }
-        for prefix, vec in (("centroid_ras", self.centroid_ras), ("centroid_lps", self.centroid_lps)):
+        for prefix, vec in (
+            ("centroid_ras", self.centroid_ras),
+            ("centroid_lps", self.centroid_lps),
+        ):
             for axis, v in zip("xyz", vec, strict=True):
                 row[f"{prefix}_{axis}"] = _r(v, 3)
         for name, vec in (("bbox_min", self.bbox_min_ijk), ("bbox_max", self.bbox_max_ijk)):
@@ -415,7 +418,9 @@ def measure(
     for v in wanted:
         if v not in present:
             what = f"label {v}" + (f" ({all_names[v]})" if v in all_names else "")
-            raise MeasurementError(f"{what} has no voxels in the label map: nothing to measure", where)
+            raise MeasurementError(
+                f"{what} has no voxels in the label map: nothing to measure", where
+            )
     if not wanted:
         return []
     objects = ndi.find_objects(arr.astype(np.int64, copy=False), max_label=max(wanted))
@@ -447,9 +452,13 @@ def _inputs(
 ) -> tuple[np.ndarray, Volume, dict[int, str]]:
     if isinstance(labels, LabelVolume):
         vol = labels.reference if image is None else image
-        if image is not None and labels.reference is not image and (
-            labels.reference.shape != image.shape
-            or not np.allclose(labels.reference.affine, image.affine, atol=1e-4)
+        if (
+            image is not None
+            and labels.reference is not image
+            and (
+                labels.reference.shape != image.shape
+                or not np.allclose(labels.reference.affine, image.affine, atol=1e-4)
+            )
         ):
             raise MeasurementError(
                 "the label map is not on the image grid (its reference has another shape or "
@@ -604,7 +613,9 @@ def slice_contours(mask2d: np.ndarray) -> list[np.ndarray]:
     return [c + shift for c in find_contours(padded, 0.5)]
 
 
-def _plane_basis(affine: np.ndarray, axis_index: int) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
+def _plane_basis(
+    affine: np.ndarray, axis_index: int
+) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
     """In-plane axes ``(u, v)``, ``Q`` (3, 2) orthonormal and ``R`` (2, 2) with
     ``affine[:3, [u, v]] = Q @ R``: ``R @ (du, dv)`` is an in-plane step in mm."""
     u, v = (a for a in range(3) if a != axis_index)
