@@ -143,6 +143,21 @@ class IntensityStats:
     median: float
     percentiles: dict[int, float] = field(default_factory=dict)
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> IntensityStats:
+        """Inverse of :meth:`to_dict` (None -> NaN)."""
+        return cls(
+            units=d.get("units"),
+            count=int(d.get("count") or 0),
+            nonfinite=int(d.get("nonfinite") or 0),
+            mean=_f(d.get("mean")),
+            sd=_f(d.get("sd")),
+            minimum=_f(d.get("min")),
+            maximum=_f(d.get("max")),
+            median=_f(d.get("median")),
+            percentiles={int(float(k)): _f(v) for k, v in (d.get("percentiles") or {}).items()},
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "units": self.units,
@@ -197,6 +212,21 @@ class Recist:
     def short_lps(self) -> np.ndarray:
         """(2, 3) short-axis end points in DICOM LPS+ mm."""
         return self.short_ras * np.array([-1.0, -1.0, 1.0])
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Recist:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            plane=str(d["plane"]),
+            axis_index=int(d["axis_index"]),
+            slice_index=int(d["slice_index"]),
+            long_mm=_f(d.get("long_mm")),
+            short_mm=_f(d.get("short_mm")),
+            long_ijk=_arr(d["long_endpoints_ijk"]),
+            short_ijk=_arr(d["short_endpoints_ijk"]),
+            long_ras=_arr(d["long_endpoints_ras"]),
+            short_ras=_arr(d["short_endpoints_ras"]),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -264,6 +294,25 @@ class StructureMeasurements:
         """(3,) centroid in DICOM LPS+ mm."""
         return self.centroid_ras * np.array([-1.0, -1.0, 1.0])
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StructureMeasurements:
+        """Inverse of :meth:`to_dict` (e.g. a structure read back from a mask's sidecar)."""
+        return cls(
+            label=int(d["label"]),
+            name=str(d["name"]),
+            voxel_count=int(d["voxel_count"]),
+            voxel_volume_mm3=_f(d.get("voxel_volume_mm3")),
+            volume_mm3=_f(d.get("volume_mm3")),
+            surface_mm2=None if d.get("surface_mm2") is None else float(d["surface_mm2"]),
+            centroid_ijk=_arr(d["centroid_ijk"]),
+            centroid_ras=_arr(d["centroid_ras"]),
+            bbox_min_ijk=tuple(int(v) for v in d["bbox_min_ijk"]),  # type: ignore[arg-type]
+            bbox_max_ijk=tuple(int(v) for v in d["bbox_max_ijk"]),  # type: ignore[arg-type]
+            bbox_size_mm=_arr(d["bbox_size_mm"]),
+            intensity=IntensityStats.from_dict(d["intensity"]) if d.get("intensity") else None,
+            recist=Recist.from_dict(d["recist"]) if d.get("recist") else None,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready nested dict (what the mask sidecar and ``--json`` hold)."""
         return {
@@ -327,6 +376,18 @@ class StructureMeasurements:
         for p in DEFAULT_PERCENTILES:
             row[f"intensity_p{p:02d}"] = _r(st.percentiles.get(p, math.nan), 3) if st else ""
         return row
+
+
+def _f(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _arr(v: Any) -> np.ndarray:
+    return (
+        np.array([[math.nan if x is None else x for x in row] for row in v], dtype=np.float64)
+        if (len(v) and isinstance(v[0], (list, tuple)))
+        else np.array([math.nan if x is None else x for x in v], dtype=np.float64)
+    )
 
 
 def _num(v: float) -> float | None:
