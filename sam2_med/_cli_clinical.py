@@ -224,6 +224,9 @@ def cmd_measure(args: argparse.Namespace, out: Any) -> int:
     if args.json:
         doc = measurements_json(ms, image=volume, mask=str(mask_path), plane=args.axis)
         out.info(f"wrote {write_measurements(args.json, doc, overwrite=args.overwrite)}")
+    if wanted is not None:  # the RT Structure Set and report hold the chosen structures only
+        chosen = np.where(np.isin(labels.array, wanted), labels.array, 0)
+        labels = LabelVolume(chosen.astype(labels.array.dtype), volume, names)
     write_clinical_outputs(args, labels, ms, out)
     return EXIT_OK
 
