@@ -180,16 +180,16 @@ def cmd_measure(args: argparse.Namespace, out: Any) -> int:
     import numpy as np
 
     from .cli import EXIT_OK, _check_output
-    from .io import VolumeReadError, load_volume
+    from .io import load_volume
     from .labels import LabelVolume
     from .measure import (
         format_table,
+        load_labels,
         measure,
         measurement_rows,
         measurements_json,
         write_measurements,
     )
-    from .prompts import mask_to_image_grid
 
     mask_path = Path(args.mask)
     if args.csv:
@@ -199,22 +199,10 @@ def cmd_measure(args: argparse.Namespace, out: Any) -> int:
     check_clinical_outputs(args, None, args.image)
     volume = load_volume(args.image, series_uid=args.series_uid)
     check_clinical_outputs(args, volume, args.image)
-    if not mask_path.exists():
-        raise VolumeReadError("no such file or folder", mask_path)
-    arr = mask_to_image_grid(load_volume(mask_path), volume, where=mask_path)
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise Sam2MedError(
-                "a mask must hold integer labels, found fractional values", mask_path
-            )
-    arr = arr.astype(np.int64)
-    if arr.size and (arr.min() < 0 or arr.max() > 65535):
-        raise Sam2MedError("mask labels must be in 0..65535", mask_path)
     names = _label_names(args, mask_path)
+    labels = load_labels(mask_path, volume, names=names or None)
+    names = dict(labels.names)
     wanted = _requested(args.label, names, mask_path)
-    labels = LabelVolume(
-        arr.astype(np.uint16 if arr.max(initial=0) > 255 else np.uint8), volume, names
-    )
     ms = measure(labels, label_values=wanted, plane=args.axis, where=mask_path)
     out.result(format_table(ms))
     if args.csv:
@@ -271,19 +259,12 @@ def write_batch_measurements(path: Any, outcomes: Sequence[Any], out: Any) -> Pa
 
 def _measure_job(job: Any) -> list[dict[str, Any]]:
     from .io import load_volume
-    from .measure import measure, measurement_rows
-    from .prompts import _sidecar_names, mask_to_image_grid
+    from .measure import load_labels, measure, measurement_rows
 
-    volume = load_volume(job.image)
-    arr = mask_to_image_grid(load_volume(job.output), volume, where=job.output)
-    import numpy as np
-
-    arr = arr.astype(np.int64)
-    if not arr.any():
+    labels = load_labels(job.output, load_volume(job.image))
+    if not labels.array.any():
         return []
-    return measurement_rows(
-        measure(arr, volume, names=_sidecar_names(job.output), where=job.output), case=job.name
-    )
+    return measurement_rows(measure(labels, where=job.output), case=job.name)
 
 
 def _row_from_sidecar(case: str, s: dict[str, Any]) -> dict[str, Any]:

@@ -83,6 +83,7 @@ __all__ = [
     "Recist",
     "StructureMeasurements",
     "format_table",
+    "load_labels",
     "measure",
     "measurement_rows",
     "measurements_json",
@@ -506,6 +507,51 @@ def measure(
             )
         )
     return out
+
+
+def load_labels(
+    path: str | os.PathLike[str],
+    image: Volume,
+    *,
+    names: Mapping[int, str] | None = None,
+) -> LabelVolume:
+    """Read a label-map file onto ``image``'s voxel grid, with its names, ready to measure.
+
+    Parameters
+    ----------
+    path : path-like
+        A label map (NIfTI, NRRD, MHA) on the image's grid: the same voxels, in any axis order
+        or direction (re-indexed exactly, never resampled).
+    image : Volume
+        The image it belongs to.
+    names : mapping of int -> str, optional
+        Structure names; default: the file's sidecar ``<stem>.json`` (``"label_names"``).
+
+    Returns
+    -------
+    LabelVolume
+        uint8 (uint16 above 255) labels indexed like ``image.array``.
+
+    Raises
+    ------
+    Sam2MedError
+        Unreadable file, a mask not on the image grid, fractional or out-of-range values.
+    """
+    from .io import VolumeReadError, load_volume
+    from .prompts import _sidecar_names, mask_to_image_grid
+
+    p = Path(path)
+    if not p.exists():
+        raise VolumeReadError("no such file or folder", p)
+    arr = mask_to_image_grid(load_volume(p), image, where=p)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise MeasurementError("a mask must hold integer labels, found fractional values", p)
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise MeasurementError("mask labels must be in 0..65535", p)
+    dtype = np.uint16 if arr.max(initial=0) > 255 else np.uint8
+    return LabelVolume(arr.astype(dtype), image, dict(names) if names else _sidecar_names(p))
 
 
 def _inputs(
