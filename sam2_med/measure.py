@@ -19,8 +19,8 @@ surface area
     on the segment's closed-surface representation), but Slicer smooths that mesh by default
     (smoothing factor 0.5) and ours is not smoothed: the voxel staircase makes ours larger on
     curved surfaces, by about 9 % on a sphere of radius 10-20 voxels (measured in
-    ``tests/test_measure.py``). Slicer's *labelmap* "Surface area mm2" is ITK's perimeter
-    estimate, a third definition.
+    ``tests/test_measure.py``). Slicer's *labelmap* statistics report another surface area,
+    computed from the voxels rather than a mesh.
 centroid
     Mean position of the voxel centres, as a voxel index and in world RAS and LPS mm. **Same as
     Slicer's labelmap "Centroid"** (Slicer shows RAS).

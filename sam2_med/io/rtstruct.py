@@ -22,7 +22,7 @@ Why not rt-utils
 ----------------
 rt-utils (MIT, last release 1.2.7 in January 2023) needs ``opencv-python``, whose wheels bundle
 their own Qt and clash with napari's PyQt6, and its output does not pass ``dciodvfy``: 1,248
-errors on the phantom series (Contour Data values longer than the 16 characters a DS allows,
+errors for the liver of the LPS phantom series (Contour Data values longer than the 16 characters a DS allows,
 Frame of Reference UID, Referring Physician's Name, Accession Number, Operators' Name and
 Position Reference Indicator missing). This writer uses pydicom and the source-series handling
 of :mod:`sam2_med.io.dicom_seg`; its output is checked with ``dciodvfy`` in the test suite.
