@@ -101,18 +101,49 @@ class SegmentationResult:
         """The image the labels belong to."""
         return self.labels.reference
 
-    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the label map as NIfTI (plus ``<stem>.json`` sidecar with names and the run
-        record) on exactly the image's grid; see :func:`sam2_med.io.save_mask`."""
-        from .io import save_mask
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        measurements: Any = True,
+    ) -> Path:
+        """Write the label map as NIfTI (plus ``<stem>.json`` sidecar with names, the run
+        record and the measurements) on exactly the image's grid; see
+        :func:`sam2_med.io.save_mask` (``measurements``: True, False or already computed)."""
+        from .io.writers import save_mask
 
-        return save_mask(self.labels, path, reference=self.image, overwrite=overwrite)
+        return save_mask(
+            self.labels, path, reference=self.image, overwrite=overwrite, measurements=measurements
+        )
 
     def save_dicom_seg(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write a DICOM Segmentation referencing the source series (DICOM images only)."""
         from .io import save_dicom_seg
 
         return save_dicom_seg(self.labels, path, reference=self.image, overwrite=overwrite)
+
+    # -- clinical outputs (measurements, RT Structure Set, report) ---------------------------
+    def measure(self, *, plane: str = "axial", **options: Any) -> list[Any]:
+        """Volume, surface, centroid, intensity statistics and RECIST axes of every object;
+        see :func:`sam2_med.measure.measure` (``options`` are passed on)."""
+        from .measure import measure
+
+        return measure(self.labels, plane=plane, **options)
+
+    def save_rtstruct(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write a DICOM RT Structure Set referencing the source series (DICOM images only);
+        see :func:`sam2_med.io.save_rtstruct`."""
+        from .io import save_rtstruct
+
+        return save_rtstruct(self.labels, path, reference=self.image, overwrite=overwrite)
+
+    def write_report(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write ``report.html`` with a picture per object and the measurement tables; see
+        :func:`sam2_med.report.write_report`."""
+        from .report import write_report
+
+        return write_report(self.labels, folder, overwrite=overwrite)
 
 
 def load_image(image: Volume | str | os.PathLike[str], *, series_uid: str | None = None) -> Volume:

@@ -1,4 +1,4 @@
-"""The ``sam2-med`` command line: segment, batch, evaluate, info, weights.
+"""The ``sam2-med`` command line: segment, batch, evaluate, measure, info, weights.
 
 Exit codes (documented in ``sam2-med --help``):
 
@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
               sam2-med segment scan.nii.gz --prompts prompts.json --out mask.nii.gz
               sam2-med batch jobs.csv --datalist datalist.json
               sam2-med evaluate ct.nii.gz --labels gt.nii.gz --label liver --label spleen
+              sam2-med measure liver.nii.gz --image ct.nii.gz --csv liver.csv
               sam2-med weights list
 
             Run `sam2-med COMMAND --help` for each command's options and examples.
@@ -284,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT.dcm",
         help="also write a DICOM SEG referencing the source series (DICOM input only)",
     )
+    from ._cli_clinical import add_clinical_outputs  # --rtstruct, --report
+
+    add_clinical_outputs(gi)
     _add_slicing(seg)
     _add_model(seg)
     _add_common(seg)
@@ -331,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     bat.add_argument(
         "--overwrite", action="store_true", help="recompute every job and replace its outputs"
     )
+    from ._cli_clinical import add_batch_measurements  # --measurements FILE.csv
+
+    add_batch_measurements(bat)
     _add_slicing(bat)
     _add_model(bat)
     _add_common(bat)
@@ -404,6 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(ev)
     _add_common(ev)
     ev.set_defaults(func=cmd_evaluate)
+
+    # -- measure (sam2_med._cli_clinical) -------------------------------------------------------
+    from ._cli_clinical import add_measure_command
+
+    add_measure_command(sub, formatter=_formatter, add_common=_add_common, epilog=EXIT_HELP)
 
     # -- info --------------------------------------------------------------------------------
     info = sub.add_parser(
@@ -644,6 +656,9 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
     volume = load_volume(args.image, series_uid=args.series_uid)
     if seg_path is not None and volume.provenance.format != "dicom":
         raise PromptError("--dicom-seg needs a DICOM input image", args.image)
+    from ._cli_clinical import check_clinical_outputs, write_clinical_outputs
+
+    check_clinical_outputs(args, volume, args.image)  # --rtstruct, --report
     prompts = _gather_prompts(args, volume)
     window = _window_arg(args.window)
     _check_window(volume, window, args.image)
@@ -666,13 +681,26 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
         "command_line_prompts": {"point": args.point, "box": args.box, "space": args.space},
     }
     mask_path.parent.mkdir(parents=True, exist_ok=True)
-    written = result.save(mask_path, overwrite=args.overwrite)
+    from .measure import format_table
+
+    present = [o.label for o in result.prompts.objects if (result.labels.array == o.label).any()]
+    measurements = result.measure(label_values=present) if present else []
+    written = result.save(mask_path, overwrite=args.overwrite, measurements=measurements)
     out.info(f"wrote {written} ({result.seconds:.1f} s)")
     out.info(_summary_of(result))
+    if measurements:
+        out.info(format_table(measurements))
     if seg_path is not None:
         seg_path.parent.mkdir(parents=True, exist_ok=True)
         seg = result.save_dicom_seg(seg_path, overwrite=args.overwrite)
         out.info(f"wrote {seg}")
+    if not measurements and (args.rtstruct or args.report):
+        raise Sam2MedError(
+            f"every object came back empty, so no RT Structure Set or report was written "
+            f"(the empty mask is in {written})",
+            args.image,
+        )
+    write_clinical_outputs(args, result.labels, measurements, out)
     return EXIT_OK
 
 
@@ -735,6 +763,10 @@ def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
         names = _names_from_outputs(o.job.output for o in outcomes if o.status != "failed")
         p = write_datalist(outcomes, args.datalist, label_names=names)
         out.info(f"datalist: {p}")
+    if args.measurements:
+        from ._cli_clinical import write_batch_measurements
+
+        write_batch_measurements(args.measurements, outcomes, out)
     out.result(line)
     return EXIT_FAILURES if any(o.status == "failed" for o in outcomes) else EXIT_OK
 

@@ -11,6 +11,8 @@ save_mask(labels, path, *, reference, label_names=None, overwrite=False) -> Path
     A uint8/uint16 NIfTI label map on exactly the reference grid, plus a JSON sidecar.
 save_dicom_seg(labels, path, *, reference, label_names=None, overwrite=False) -> Path
     A DICOM Segmentation referencing the source instances (DICOM references only).
+save_rtstruct(labels, path, *, reference, label_names=None, overwrite=False) -> Path
+    A DICOM RT Structure Set (contours per slice, LPS mm) referencing the source images.
 
 Every failure is a :class:`VolumeReadError` / :class:`MaskWriteError` subclass whose message
 starts with the offending path.
@@ -59,6 +61,7 @@ __all__ = [
     "load_volume",
     "save_dicom_seg",
     "save_mask",
+    "save_rtstruct",
     "sniff_format",
 ]
 
@@ -166,5 +169,13 @@ def save_dicom_seg(labels, path, *, reference, label_names=None, overwrite=False
     """Write a DICOM SEG referencing ``reference``'s source instances; see
     :func:`sam2_med.io.dicom_seg.save_dicom_seg`."""
     from .dicom_seg import save_dicom_seg as _save
+
+    return _save(labels, path, reference=reference, label_names=label_names, overwrite=overwrite)
+
+
+def save_rtstruct(labels, path, *, reference, label_names=None, overwrite=False):
+    """Write an RT Structure Set referencing ``reference``'s source images; see
+    :func:`sam2_med.io.rtstruct.save_rtstruct`."""
+    from .rtstruct import save_rtstruct as _save
 
     return _save(labels, path, reference=reference, label_names=label_names, overwrite=overwrite)

@@ -275,6 +275,7 @@ def save_mask(
     reference: Volume,
     label_names: Mapping[Any, str] | Sequence[str] | None = None,
     overwrite: bool = False,
+    measurements: Sequence[Any] | bool = True,
 ) -> Path:
     """Write a label map as NIfTI on exactly ``reference``'s voxel grid, plus a JSON sidecar.
 
@@ -292,6 +293,10 @@ def save_mask(
         names; unnamed labels become ``"label_<n>"``.
     overwrite : bool
         Replace existing outputs (mask and sidecar). Default: refuse.
+    measurements : bool or sequence of StructureMeasurements
+        ``True`` (default): measure every present label (:func:`sam2_med.measure.measure`:
+        volume, surface, centroid, intensity statistics, axial RECIST axes) into the sidecar's
+        ``"measurements"``; a sequence: those, already computed; ``False``: none.
 
     Returns
     -------
@@ -354,6 +359,38 @@ def save_mask(
     }
     if isinstance(labels, LabelVolume) and labels.extra:
         sidecar["extra"] = _jsonable(labels.extra)
+    if measurements is not False:
+        sidecar["measurements"] = _sidecar_measurements(
+            array, reference, names, present, measurements
+        )
     text = json.dumps(sidecar, indent=2, allow_nan=False) + "\n"
     write_files_atomically({out: payload, side: text.encode("utf-8")}, overwrite=overwrite)
     return out
+
+
+def _sidecar_measurements(
+    array: np.ndarray,
+    reference: Volume,
+    names: Mapping[int, str],
+    present: Sequence[int],
+    given: Sequence[Any] | bool,
+) -> dict[str, Any]:
+    """The sidecar's ``"measurements"`` block (see :mod:`sam2_med.measure`).
+
+    A failure to measure must not cost the user the mask: it is recorded in the block (and
+    warned about) instead of stopping the write.
+    """
+    import warnings
+
+    from ..measure import measure, measurements_json
+
+    try:
+        found = (
+            list(given)
+            if not isinstance(given, bool)
+            else measure(array, reference, label_values=present, names=names)
+        )
+        return _jsonable(measurements_json(found, plane="axial"))
+    except Exception as err:  # never lose the mask over a measurement
+        warnings.warn(f"mask written without measurements: {err}", RuntimeWarning, stacklevel=3)
+        return {"error": f"{type(err).__name__}: {err}"}

@@ -46,6 +46,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._layers import display_limits, geometry_of
+from ._measure_panel import MeasurePanel
 from ._state import SegmentationState
 
 AXES = ("axial", "coronal", "sagittal")
@@ -244,6 +245,9 @@ class Sam2MedWidget(QWidget):
         ef.addWidget(self.seg_checkbox)
         ef.addWidget(self.export_button)
         root.addWidget(export_box)
+        # volume / RECIST per object, RECIST lines, RTSTRUCT and report (_measure_panel.py)
+        self.measure_panel = MeasurePanel(self)
+        root.addWidget(self.measure_panel)
         root.addStretch(1)
         # vertical scrolling only: the dock is as wide as the controls need
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -307,6 +311,7 @@ class Sam2MedWidget(QWidget):
         self.seg_checkbox.setEnabled(
             self.state.volume is not None and self.state.volume.provenance.format == "dicom"
         )
+        self.measure_panel.update_enabled(busy)
 
     # ------------------------------------------------------------------------------ models
     def _refresh_models(self) -> None:
@@ -532,6 +537,7 @@ class Sam2MedWidget(QWidget):
             if entry.label == self.state.current_label:
                 self.object_list.setCurrentItem(item)
         self.object_list.blockSignals(False)
+        self.measure_panel.decorate(self.object_list)
         self._select_label(self.state.current_label)
 
     def _on_object_selected(self, row: int) -> None:
@@ -540,6 +546,7 @@ class Sam2MedWidget(QWidget):
             self.state.current_label = int(item.data(Qt.ItemDataRole.UserRole))
             self._select_label(self.state.current_label)
             self.refresh_review()
+            self.measure_panel.show_current()
 
     def _select_label(self, label: int | None) -> None:
         if label is not None and self.state.labels_layer is not None:
@@ -727,6 +734,8 @@ class Sam2MedWidget(QWidget):
                 if sync and not failed:
                     self.state.sync_from_session()
                 self.refresh_review()
+                if generator or sync:  # the labels changed: measure them again
+                    self.measure_panel.refresh()
             except Exception as err:  # never let a callback take the viewer down
                 _notify_error(_describe_error(err))
             cancelled = self.state.cancel_event.is_set()
