@@ -18,6 +18,7 @@ Importing this module imports neither torch nor Qt.
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -152,7 +153,9 @@ class Section:
         if name not in self._data or self._data[name] is None:
             self._data.pop(name, None)
             if required:
-                raise self.error("required key missing", name)
+                near = difflib.get_close_matches(name, [str(k) for k in self._data], n=1)
+                hint = f" (is {near[0]!r} a misspelling of it?)" if near else ""
+                raise self.error(f"required key missing{hint}", name)
             return None
         return self._data.pop(name)
 

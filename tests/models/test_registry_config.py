@@ -323,3 +323,16 @@ def test_command_line_reports_a_bad_user_yaml_in_one_line(tiny_pt, tmp_path) -> 
 def test_unknown_model_says_where_models_are_added(user_dir) -> None:
     with pytest.raises(Sam2MedError, match=f"add one with a YAML file in {user_dir}"):
         get_spec("sam3")
+
+
+def test_the_readme_example_is_a_valid_model_file(tmp_path) -> None:
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```yaml\n(# ~/.config/sam2-med/models/.*?)```", readme, flags=re.S)
+    name = re.match(r"# ~/.config/sam2-med/models/(\S+)\.yaml", block).group(1)
+    path = _write(tmp_path, name, block)
+    spec = registry.read_model_config(path)
+    assert spec.name == name == "liver_finetune"
+    assert spec.local_file == tmp_path / "liver_finetune.pt" and spec.sha256 is None
+    assert spec.arch_dict() == get_spec("sam2.1_hiera_tiny").arch_dict()
