@@ -6,9 +6,11 @@ says to open a file, plus the dock::
     napari sample_data/generated/phantom_ct.nii.gz --plugin sam2-med -w sam2-med
 
 with a settings file whose ``application.startup_script`` is this file. napari runs it before it
-opens the file and the dock; the check below runs once the event loop has started (the window is
-shown), prints what it found and ends the process: exit 0 when the phantom was opened by the
-sam2-med reader and the *SAM 2 volume segmentation* dock is present, 1 otherwise.
+opens the file and the dock; the check below waits until napari has shown its window (the last
+thing its command line does; Qt events are processed earlier, while the file loads), prints
+what it found and ends the process: exit 0 when the phantom was opened by the sam2-med reader
+and the *SAM 2 volume segmentation* dock is present, 1 otherwise (also after two minutes
+without a window).
 
 Environment: ``SAM2_MED_SMOKE_SHAPE`` (``"112,96,40"``), the expected array shape of the image.
 """
@@ -17,11 +19,27 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 
 from qtpy.QtCore import QTimer
 
 WIDGET = "SAM 2 volume segmentation"
+DEADLINE = time.monotonic() + 120.0
+
+
+def _when_shown() -> None:
+    import napari
+
+    viewer = napari.current_viewer()
+    if viewer is None or not viewer.window._qt_window.isVisible():
+        if time.monotonic() < DEADLINE:
+            QTimer.singleShot(250, _when_shown)
+            return
+        print("napari smoke: napari showed no window within two minutes", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(1)
+    QTimer.singleShot(500, _check)  # let the shown window settle
 
 
 def _check() -> None:
@@ -64,4 +82,4 @@ def _check() -> None:
     os._exit(code)  # leave at once: napari's own shutdown is not what is tested here
 
 
-QTimer.singleShot(1000, _check)
+QTimer.singleShot(250, _when_shown)

@@ -124,7 +124,7 @@ def test_shipped_values_that_tell_the_models_apart() -> None:
 
 
 # ------------------------------------------------------------------------------ a user's model
-def test_user_yaml_registers_a_model_in_process(user_dir, tiny_pt, tmp_path) -> None:
+def test_user_yaml_registers_a_model_in_process(user_dir, tiny_pt, tmp_path, capsys) -> None:
     _write(user_dir, "my_tiny", _entry(tiny_pt, protocol="medsam2", slice_layout="sitk"))
     assert registry.reload_models() == [*SHIPPED, "my_tiny"]  # default order: after shipped
     spec = get_spec("my_tiny")
@@ -140,6 +140,14 @@ def test_user_yaml_registers_a_model_in_process(user_dir, tiny_pt, tmp_path) -> 
     assert (entry.path, entry.status) == (tiny_pt, "local file")
     (entry,) = [e for e in verify_cache(cache) if e.name == "my_tiny"]
     assert entry.status == "verified"
+
+    from sam2_med.cli import main
+
+    assert main(["weights", "list", "--cache-dir", str(cache)]) == 0
+    listing = capsys.readouterr().out
+    assert f"your model files (YAML): {user_dir}" in listing
+    assert "my_tiny: random tiny test model" in listing and "licence: test-only" in listing
+    assert f"weights: local file {tiny_pt}" in listing
 
 
 def test_user_yaml_order_and_relative_file(user_dir, tiny_pt) -> None:
