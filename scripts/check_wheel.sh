@@ -25,7 +25,7 @@ WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/sam2-med-wheel.XXXXXX")}
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 [ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$WORK"' EXIT
-say() { printf '\n== check_wheel: %s\n' "$*"; }
+say() { printf "\n== check_wheel (%ss): %s\n" "$SECONDS" "$*"; }
 fail() { printf 'check_wheel: FAILED: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------------- build
