@@ -333,7 +333,9 @@ def run_batch(
         except KeyboardInterrupt:
             raise
         except Sam2MedError as err:
-            outcome = JobOutcome(job, "failed", f"FAILED: {err}", time.perf_counter() - start)
+            outcome = JobOutcome(
+                job, "failed", f"FAILED: {err.cli_one_line()}", time.perf_counter() - start
+            )
         except Exception as err:  # one broken case must not stop the batch
             detail = f"{type(err).__name__}: {err}".splitlines()[0]
             outcome = JobOutcome(

@@ -15,13 +15,18 @@ Exit codes (documented in ``sam2-med --help``):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import math
 import os
+import re
 import sys
 import textwrap
+import time
 import traceback
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -77,14 +82,26 @@ models:
   --model NAME uses a registered model (see `sam2-med weights list`); its weights are
   downloaded once into the cache, or imported by hand on a machine without internet:
   `sam2-med weights import FILE.pt --model NAME`. --checkpoint FILE uses a local
-  checkpoint (Meta's SAM 2 format or MedSAM2) instead; --arch FILE.json describes a
-  non-standard architecture. Default model: {default}.
+  checkpoint (Meta's SAM 2 format or MedSAM2) instead: a published file is recognised
+  by its SHA-256 whatever its name; any other file gets the architecture of the
+  registered model it fits (a warning says which), or the one --arch names: a
+  registered model (--arch medsam2) or an architecture JSON. Default model: {default}.
 """
 
 
 # ------------------------------------------------------------------------------- parsing
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (``sam2-med: error: ...``) and exit code 2."""
+    """argparse with one-line errors (``sam2-med: error: ...``) and exit code 2.
+
+    A value that starts like a negative number (``--point -31.5,12,40.2``, ``--window
+    -600,1500``) is a value, not an option: no sam2-med option looks like a number.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse's own pattern accepts only a single number ("-5", "-.5"); ours also takes
+        # the comma-separated lists --point, --box and --window need
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str) -> NoReturn:
         hint = f" (see `{self.prog} --help`)"
@@ -127,7 +144,10 @@ def _add_model(p: argparse.ArgumentParser) -> None:
         help="local checkpoint file (Meta SAM 2 / MedSAM2 .pt) instead of a registered model",
     )
     g.add_argument(
-        "--arch", metavar="FILE.json", help="architecture JSON for a custom or reduced checkpoint"
+        "--arch",
+        metavar="NAME|FILE.json",
+        help="architecture of a --checkpoint that is not a published file: a registered model "
+        "name (e.g. medsam2 for a MedSAM2 fine-tune) or an architecture JSON",
     )
     g.add_argument(
         "--device", default="cpu", help="cpu (default), cuda, cuda:N or mps; never chosen for you"
@@ -137,6 +157,15 @@ def _add_model(p: argparse.ArgumentParser) -> None:
         default="float32",
         choices=("float32", "bfloat16"),
         help="compute precision (default float32)",
+    )
+
+
+def _add_index(g: Any) -> None:
+    g.add_argument(
+        "--index",
+        type=int,
+        metavar="N",
+        help="which volume of a 4D image or 4D DICOM series (0-based; required for 4D input)",
     )
 
 
@@ -276,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="UID",
         help="which series to read from a DICOM folder holding several",
     )
+    _add_index(gi)
     gi.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs (default: refuse)"
     )
@@ -400,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--out-csv", metavar="FILE", help="write one row per structure as CSV")
     ev.add_argument("--series-uid", metavar="UID", help="series of a DICOM folder")
+    _add_index(ev)
     _add_slicing(ev)
     _add_model(ev)
     _add_common(ev)
@@ -428,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("image", metavar="IMAGE", help="image file or DICOM folder")
     info.add_argument("--series-uid", metavar="UID", help="series of a DICOM folder")
+    _add_index(info)
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     _add_common(info)
     info.set_defaults(func=cmd_info)
@@ -530,10 +562,11 @@ def _check_output(
     return p
 
 
-def _arch(args: argparse.Namespace) -> dict[str, Any] | None:
-    from .api import read_arch
+def _arch(args: argparse.Namespace) -> str | dict[str, Any] | None:
+    """--arch: a registered model name or an architecture JSON file."""
+    from .api import resolve_arch
 
-    return read_arch(args.arch) if getattr(args, "arch", None) else None
+    return resolve_arch(args.arch) if getattr(args, "arch", None) else None
 
 
 def _load_model(args: argparse.Namespace, out: _Out) -> Any:
@@ -544,29 +577,87 @@ def _load_model(args: argparse.Namespace, out: _Out) -> Any:
     name = args.model
     if args.checkpoint is None and name is None:
         name = DEFAULT_MODEL
+    if arch is not None and args.checkpoint is None:
+        raise Sam2MedError("--arch describes a --checkpoint file; give --checkpoint FILE too")
     lm = load_model(
         name, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, arch=arch
     )
     out.info(f"model: {lm.name} ({lm.image_size} px) on {lm.device}, weights {lm.source}")
+    if args.checkpoint is not None:
+        sha = f"sha256 {lm.sha256}" if lm.sha256 else "a transformers folder"
+        if lm.published:
+            out.info(f"checkpoint: the published checkpoint of {lm.published} ({sha})")
+        else:
+            out.info(
+                f"checkpoint: not a published checkpoint ({sha}); architecture: "
+                f"{lm.arch_from or 'its config.json'}"
+            )
     if lm.name != "custom":
         out.info(f"licence: {lm.licence}")
     return lm
 
 
-def _progress(out: _Out, desc: str) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
-    """A tqdm progress callback on stderr (None when quiet or stderr is not a terminal)."""
-    if out.quiet or not sys.stderr.isatty():
-        return None, lambda: None
-    from tqdm import tqdm
+#: Seconds between plain progress lines when stderr is not a terminal (a log file).
+PLAIN_PROGRESS_SECONDS = 30.0
 
-    bar = tqdm(total=None, unit="slice", desc=desc, file=sys.stderr, leave=False)
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _progress(
+    out: _Out, desc: str, *, objects: int = 1, slices: int | None = None
+) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
+    """A progress callback ``(done, total)`` on stderr, and a function that ends it.
+
+    The count is slices per object ("object-slices": a slice tracked for two objects counts
+    twice), and the bar or line says so when there is more than one object. On a terminal it
+    is a tqdm bar; otherwise (a log file, a pipe) a plain line every
+    :data:`PLAIN_PROGRESS_SECONDS` and one at the end. Nothing when quiet.
+    """
+    if out.quiet:
+        return None, lambda: None
+    unit = "slices" if objects == 1 else "object-slices"
+    what = f" ({objects} objects x {slices} slices)" if objects > 1 and slices else ""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=None, unit=unit[:-1], desc=f"{desc}{what}", file=sys.stderr, leave=False)
+
+        def update(done: int, total: int) -> None:
+            if bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+
+        return update, bar.close
+
+    start = time.monotonic()
+    state = {"last": start, "line": "", "printed": ""}
+
+    def line(done: int, total: int) -> str:
+        elapsed = time.monotonic() - start
+        pct = f" ({100 * done / total:.0f}%)" if total else ""
+        left = ""
+        if 0 < done < total:
+            left = f", ~{_duration(elapsed * (total - done) / done)} left"
+        return (
+            f"{PROG}: {desc}: {done}/{total} {unit}{what}{pct}, {_duration(elapsed)} elapsed{left}"
+        )
 
     def update(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.update(done - bar.n)
+        now = time.monotonic()
+        state["line"] = line(done, total)
+        if now - state["last"] >= PLAIN_PROGRESS_SECONDS:
+            print(state["line"], file=sys.stderr, flush=True)
+            state["last"], state["printed"] = now, state["line"]
 
-    return update, bar.close
+    def close() -> None:
+        # a run long enough to have printed progress ends with its final count
+        if state["printed"] and state["line"] != state["printed"]:
+            print(state["line"], file=sys.stderr, flush=True)
+
+    return update, close
 
 
 def _summary_of(result: Any) -> str:
@@ -641,7 +732,7 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
     seg_path = None
     if args.dicom_seg:
         seg_path = _check_output(args.dicom_seg, args.overwrite, suffixes=(".dcm",))
-    volume = load_volume(args.image, series_uid=args.series_uid)
+    volume = load_volume(args.image, series_uid=args.series_uid, index=args.index)
     if seg_path is not None and volume.provenance.format != "dicom":
         raise PromptError("--dicom-seg needs a DICOM input image", args.image)
     prompts = _gather_prompts(args, volume)
@@ -652,7 +743,12 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
         f"{', '.join(f'{s:.3g}' for s in volume.spacing)} mm"
     )
     lm = _load_model(args, out)
-    progress, close = _progress(out, "propagating")
+    progress, close = _progress(
+        out,
+        "propagating",
+        objects=len(prompts.objects),
+        slices=volume.shape[prompts.axis_index],
+    )
     try:
         result = segment_volume(volume, prompts, lm, window=window, progress=progress)
     finally:
@@ -660,6 +756,7 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
     result.record["inputs"] = {
         "image": str(args.image),
         "series_uid": volume.provenance.series_uid,
+        "index": args.index,
         "prompts": None if args.prompts is None else str(args.prompts),
         "prompts_file_sha256": None if args.prompts is None else file_digest(args.prompts),
         "mask_prompt": None if args.mask_prompt is None else str(args.mask_prompt),
@@ -709,7 +806,16 @@ def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
         volume = load_volume(job.image)
         prompts = resolve_prompts(job.prompts, volume, axis=args.axis)
         _check_window(volume, window, job.image)
-        result = segment_volume(volume, prompts, model[0], window=window)
+        progress, close = _progress(
+            out,
+            f"{job.name}: propagating",
+            objects=len(prompts.objects),
+            slices=volume.shape[prompts.axis_index],
+        )
+        try:
+            result = segment_volume(volume, prompts, model[0], window=window, progress=progress)
+        finally:
+            close()
         if result.cancelled:
             raise Sam2MedError("propagation was cancelled", job.output)
         result.record["inputs"] = {
@@ -795,7 +901,7 @@ def cmd_evaluate(args: argparse.Namespace, out: _Out) -> int:
 
         from .prompts import _sidecar_names
 
-        volume = load_volume(case.image, series_uid=args.series_uid)
+        volume = load_volume(case.image, series_uid=args.series_uid, index=args.index)
         gt = load_ground_truth(case.labels, volume)
         names = names_override if names_override is not None else _sidecar_names(case.labels)
         present = [int(v) for v in np.unique(gt) if v != 0]
@@ -812,13 +918,18 @@ def cmd_evaluate(args: argparse.Namespace, out: _Out) -> int:
             if single:
                 raise
             failures += 1
-            print(f"{PROG}: case {case.name} FAILED: {err}", file=sys.stderr)
+            print(f"{PROG}: case {case.name} FAILED: {err.cli_one_line()}", file=sys.stderr)
     rows = []
     if prepared:
         lm = _load_model(args, out)
 
         def run(volume: Any, prompt_set: Any) -> Any:
-            progress, close = _progress(out, "propagating")
+            progress, close = _progress(
+                out,
+                "propagating",
+                objects=len(prompt_set.objects),
+                slices=volume.shape[prompt_set.axis_index],
+            )
             try:
                 return segment_volume(
                     volume, prompt_set, lm, window=window, progress=progress, keep_object_masks=True
@@ -847,7 +958,7 @@ def cmd_evaluate(args: argparse.Namespace, out: _Out) -> int:
                 if single:
                     raise
                 failures += 1
-                print(f"{PROG}: case {case.name} FAILED: {err}", file=sys.stderr)
+                print(f"{PROG}: case {case.name} FAILED: {err.cli_one_line()}", file=sys.stderr)
     out.result(format_table(rows))
     if args.out_csv:
         out.info(f"wrote {write_csv(rows, args.out_csv)}")
@@ -978,7 +1089,7 @@ def cmd_info(args: argparse.Namespace, out: _Out) -> int:
             for s in series
         ]
     try:
-        volume = load_volume(p, series_uid=args.series_uid)
+        volume = load_volume(p, series_uid=args.series_uid, index=args.index)
         desc: dict[str, Any] | None = describe_volume(volume, p)
     except MultipleSeriesError:
         desc = None  # several series and none chosen: the list says which to pick
@@ -1056,6 +1167,36 @@ def _one_line(err: BaseException) -> str:
     return " ".join(text.split())
 
 
+#: Libraries whose log records reach stderr through Python's last-resort handler.
+_QUIET_LOGGERS = ("highdicom", "pydicom")
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(quiet: bool) -> Iterator[None]:
+    """Warnings on stderr as one line each, ``sam2-med: warning: <text>``, in command-line
+    wording (:class:`~sam2_med.errors.Sam2MedWarning` carries one); with ``-q`` none at all, and
+    the libraries' own log records below ERROR are silenced too. Restored on exit."""
+    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore")
+            for lg in loggers:
+                lg.setLevel(logging.ERROR)
+        else:
+
+            def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+                text = getattr(message, "cli", None) or str(message)
+                print(f"{PROG}: warning: {' '.join(str(text).split())}", file=sys.stderr)
+
+            warnings.showwarning = show
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
+
+
 def console_main() -> int:
     """Entry point of the ``sam2-med`` command and ``python -m sam2_med``: the process is ours, so
     the allocator is tuned for propagation (see :mod:`sam2_med._malloc`), then :func:`main`."""
@@ -1079,7 +1220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return int(args.func(args, out))
+        with _warnings_as_lines(out.quiet):
+            return int(args.func(args, out))
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
@@ -1088,7 +1230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Sam2MedError as err:
         if debug:
             traceback.print_exc()
-        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        head, *details = err.cli_lines()
+        print(f"{PROG}: error: {head}", file=sys.stderr)
+        for line in details:
+            print(f"  {line}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as err:  # e.g. a folder that cannot be written
         if debug:

@@ -15,6 +15,9 @@ from .errors import MaskWriteError, OutputExistsError
 
 __all__ = ["check_writable", "write_files_atomically"]
 
+EXISTS = "already exists; pass overwrite=True to replace it"
+EXISTS_CLI = "already exists; give --overwrite to replace it"
+
 
 def check_writable(paths: list[Path], *, overwrite: bool) -> None:
     """Refuse early (before any work) outputs that exist or whose folder is missing.
@@ -32,7 +35,7 @@ def check_writable(paths: list[Path], *, overwrite: bool) -> None:
         if p.is_dir():
             raise MaskWriteError("the output path is a folder", p)
         if (p.exists() or p.is_symlink()) and not overwrite:
-            raise OutputExistsError("already exists; pass overwrite=True to replace it", p)
+            raise OutputExistsError(EXISTS, p, cli=EXISTS_CLI)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -51,12 +54,10 @@ def _publish(tmp: str, dest: Path, *, overwrite: bool) -> None:
     try:
         os.link(tmp, dest)  # fails, rather than replaces, if someone created dest meanwhile
     except FileExistsError:
-        raise OutputExistsError("already exists; pass overwrite=True to replace it", dest) from None
+        raise OutputExistsError(EXISTS, dest, cli=EXISTS_CLI) from None
     except OSError:  # filesystems without hard links
         if dest.exists():
-            raise OutputExistsError(
-                "already exists; pass overwrite=True to replace it", dest
-            ) from None
+            raise OutputExistsError(EXISTS, dest, cli=EXISTS_CLI) from None
         os.replace(tmp, dest)
 
 

@@ -133,7 +133,11 @@ def _spatial_and_index(
         )
     if len(dims) == 3:
         if index not in (None, 0):
-            raise VolumeReadError(f"index={index} given but the image is 3D {tuple(shape)}", path)
+            raise VolumeReadError(
+                f"index={index} given but the image is 3D {tuple(shape)}",
+                path,
+                cli=f"--index {index} given but the image is 3D {tuple(shape)}",
+            )
         return (dims[0], dims[1], dims[2]), None
     if len(dims) > 4:
         raise UnsupportedImageError(
@@ -143,13 +147,17 @@ def _spatial_and_index(
         )
     n = dims[3]
     if index is None:
+        what = f"4D image with {n} volumes (shape {tuple(shape)})"
         raise UnsupportedImageError(
-            f"4D image with {n} volumes (shape {tuple(shape)}); pass index= to pick one (0..{n - 1})",
+            f"{what}; pass index= to pick one (0..{n - 1})",
             path,
+            cli=f"{what}; give --index N to pick one (0..{n - 1})",
         )
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
         raise UnsupportedImageError(
-            f"index={index!r} is out of range for a 4D image with {n} volumes (0..{n - 1})", path
+            f"index={index!r} is out of range for a 4D image with {n} volumes (0..{n - 1})",
+            path,
+            cli=f"--index {index} is out of range for a 4D image with {n} volumes (0..{n - 1})",
         )
     return (dims[0], dims[1], dims[2]), int(index)
 
