@@ -17,7 +17,9 @@ __all__ = ["check_regular_file", "current_umask", "umask_file_mode"]
 _UMASK_LOCK = threading.Lock()
 
 
-def check_regular_file(path: str | os.PathLike[str], what: str = "input") -> Path:
+def check_regular_file(
+    path: str | os.PathLike[str], what: str = "input", error: type[Sam2MedError] = Sam2MedError
+) -> Path:
     """Refuse a path that is not a regular file (a FIFO, socket or device would block a read).
 
     Parameters
@@ -26,6 +28,8 @@ def check_regular_file(path: str | os.PathLike[str], what: str = "input") -> Pat
         The file (symbolic links are followed).
     what : str
         What the file is, for the message (``"image"``, ``"prompt file"``...).
+    error : type
+        The :class:`~sam2_med.errors.Sam2MedError` subclass to raise.
 
     Returns
     -------
@@ -55,9 +59,7 @@ def check_regular_file(path: str | os.PathLike[str], what: str = "input") -> Pat
         if stat.S_ISBLK(mode)
         else "not a regular file"
     )
-    raise Sam2MedError(
-        f"is {kind}, not a file; sam2-med reads an {what} only from a regular file", p
-    )
+    raise error(f"is {kind}, not a file; sam2-med reads a {what} only from a regular file", p)
 
 
 def current_umask() -> int:

@@ -15,7 +15,7 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +24,14 @@ import numpy as np
 
 from .errors import PromptError, Sam2MedError
 from .labels import LabelVolume
-from .prompts import ObjectPrompts, PromptSet, load_prompts, mask_prompt_objects, parse_prompts
+from .prompts import (
+    ObjectPrompts,
+    PromptSet,
+    check_points_on_finite_voxels,
+    load_prompts,
+    mask_prompt_objects,
+    parse_prompts,
+)
 from .volume import Volume
 
 if TYPE_CHECKING:
@@ -101,12 +108,46 @@ class SegmentationResult:
         """The image the labels belong to."""
         return self.labels.reference
 
-    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        dicom_seg: str | os.PathLike[str] | None = None,
+        inputs: Sequence[str | os.PathLike[str]] = (),
+    ) -> Path:
         """Write the label map as NIfTI (plus ``<stem>.json`` sidecar with names and the run
-        record) on exactly the image's grid; see :func:`sam2_med.io.save_mask`."""
-        from .io import save_mask
+        record) on exactly the image's grid; see :func:`sam2_med.io.save_mask`.
 
-        return save_mask(self.labels, path, reference=self.image, overwrite=overwrite)
+        Parameters
+        ----------
+        path : path-like
+            ``.nii.gz`` or ``.nii``.
+        overwrite : bool
+            Replace existing outputs (never an input, nor a file at the sidecar path that is
+            not this mask's sam2-med sidecar).
+        dicom_seg : path-like, optional
+            Also a DICOM SEG (DICOM images only), written with the mask as one unit (see
+            :func:`sam2_med.io.writers.save_outputs`).
+        inputs : sequence of path-like
+            Other files the run read (prompt JSON...), which no output may replace.
+
+        Returns
+        -------
+        Path
+            The mask written.
+        """
+        from .io.writers import save_outputs
+
+        save_outputs(
+            self.labels,
+            self.image,
+            mask=path,
+            dicom_seg=dicom_seg,
+            overwrite=overwrite,
+            inputs=inputs,
+        )
+        return Path(path)
 
     def save_dicom_seg(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write a DICOM Segmentation referencing the source series (DICOM images only)."""
@@ -332,6 +373,8 @@ def read_arch(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise Sam2MedError(
             f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}", p
         ) from None
+    except RecursionError:
+        raise Sam2MedError("JSON nested too deeply to read; not an architecture file", p) from None
     if not isinstance(data, dict):
         raise Sam2MedError("an architecture file must hold a JSON object", p)
     return data
@@ -382,6 +425,7 @@ def segment_volume(
         from .session import Session
 
         session_factory = Session
+    check_points_on_finite_voxels(prompt_set, volume)
     start = time.perf_counter()
     session = session_factory(model, volume, axis=prompt_set.axis, window=window)
     axis_index = int(getattr(session, "axis_index", prompt_set.axis_index))
@@ -425,6 +469,7 @@ def segment_volume(
         "window": window_record(window, applied_window, volume),
         "prompts": prompt_set.describe(),
         "prompts_sha256": prompts_digest(prompt_set),
+        "image_notes": list(volume.provenance.notes),
         "scores": {
             str(lab): [_float_or_none(v) for v in arr.tolist()] for lab, arr in scores.items()
         },

@@ -131,6 +131,8 @@ def read_table(
             mark = getattr(err, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
             raise BatchError(f"invalid YAML{where}: {getattr(err, 'problem', err)}", p) from None
+        except RecursionError:
+            raise BatchError("YAML nested too deeply to read; not a jobs table", p) from None
         if isinstance(data, dict) and list_key in data:
             data = data[list_key]
         if not isinstance(data, list):

@@ -531,7 +531,14 @@ class _Out:
         print(text, flush=True)
 
     def warn(self, text: str) -> None:
-        print(f"{PROG}: warning: {text}", file=sys.stderr, flush=True)
+        if not self.quiet:
+            print(f"{PROG}: warning: {text}", file=sys.stderr, flush=True)
+
+    def volume_notes(self, volume: Any, where: Any) -> None:
+        """Warn about what the reader found wrong but tolerated (non-finite voxels)."""
+        if volume.provenance.extra.get("non_finite_voxels"):
+            note = next(n for n in volume.provenance.notes if "non-finite" in n)
+            self.warn(f"{where}: {note}")
 
 
 def _window_arg(text: str) -> Any:
@@ -682,6 +689,7 @@ def _gather_prompts(args: argparse.Namespace, volume: Any) -> Any:
     from .prompts import (
         PromptSet,
         axis_index_for,
+        check_points_on_finite_voxels,
         cli_object,
         load_prompts,
         mask_prompt_objects,
@@ -714,12 +722,17 @@ def _gather_prompts(args: argparse.Namespace, volume: Any) -> Any:
             "--help)",
             args.image,
         )
-    return PromptSet(
+    prompt_set = PromptSet(
         tuple(merge_objects(objects, where=args.image)),
         args.axis,
         axis_index_for(volume, args.axis, args.image),
         source=args.prompts,
     )
+    try:
+        check_points_on_finite_voxels(prompt_set, volume)
+    except PromptError as err:
+        raise PromptError(err.problem, err.path or args.image) from None
+    return prompt_set
 
 
 def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
@@ -727,6 +740,7 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
     from .batch import file_digest
     from .errors import PromptError
     from .io import load_volume
+    from .io.writers import check_output_paths
 
     mask_path = _check_output(args.out, args.overwrite, suffixes=(".nii.gz", ".nii"))
     seg_path = None
@@ -735,6 +749,17 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
     volume = load_volume(args.image, series_uid=args.series_uid, index=args.index)
     if seg_path is not None and volume.provenance.format != "dicom":
         raise PromptError("--dicom-seg needs a DICOM input image", args.image)
+    out.volume_notes(volume, args.image)
+    inputs = _input_files(args)
+    # every output refusal now, before prompts are checked and the model loads: an output
+    # that is an input, a sidecar path holding someone else's file, an existing file
+    check_output_paths(
+        [mask_path, *([seg_path] if seg_path else [])],
+        volume,
+        overwrite=args.overwrite,
+        inputs=inputs,
+        create_folders=True,
+    )
     prompts = _gather_prompts(args, volume)
     window = _window_arg(args.window)
     _check_window(volume, window, args.image)
@@ -762,15 +787,22 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
         "mask_prompt": None if args.mask_prompt is None else str(args.mask_prompt),
         "command_line_prompts": {"point": args.point, "box": args.box, "space": args.space},
     }
-    mask_path.parent.mkdir(parents=True, exist_ok=True)
-    written = result.save(mask_path, overwrite=args.overwrite)
+    for p in (mask_path, seg_path):
+        if p is not None:
+            p.parent.mkdir(parents=True, exist_ok=True)
+    # mask, sidecar and SEG in one unit: a run racing this one replaces all or none of them
+    written = result.save(mask_path, dicom_seg=seg_path, overwrite=args.overwrite, inputs=inputs)
     out.info(f"wrote {written} ({result.seconds:.1f} s)")
-    out.info(_summary_of(result))
     if seg_path is not None:
-        seg_path.parent.mkdir(parents=True, exist_ok=True)
-        seg = result.save_dicom_seg(seg_path, overwrite=args.overwrite)
-        out.info(f"wrote {seg}")
+        out.info(f"wrote {seg_path}")
+    out.info(_summary_of(result))
     return EXIT_OK
+
+
+def _input_files(args: argparse.Namespace) -> list[str]:
+    """Files a run reads besides the image (which the image's provenance lists)."""
+    names = ("prompts", "mask_prompt", "checkpoint", "arch")
+    return [str(v) for n in names if (v := getattr(args, n, None)) and Path(v).exists()]
 
 
 def _check_window(volume: Any, window: Any, where: Any) -> None:
@@ -804,6 +836,7 @@ def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
 
     def segment_job(job: Any, overwrite: bool) -> None:
         volume = load_volume(job.image)
+        out.volume_notes(volume, job.image)
         prompts = resolve_prompts(job.prompts, volume, axis=args.axis)
         _check_window(volume, window, job.image)
         progress, close = _progress(
@@ -902,6 +935,7 @@ def cmd_evaluate(args: argparse.Namespace, out: _Out) -> int:
         from .prompts import _sidecar_names
 
         volume = load_volume(case.image, series_uid=args.series_uid, index=args.index)
+        out.volume_notes(volume, case.image)
         gt = load_ground_truth(case.labels, volume)
         names = names_override if names_override is not None else _sidecar_names(case.labels)
         present = [int(v) for v in np.unique(gt) if v != 0]

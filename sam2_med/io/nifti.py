@@ -177,19 +177,24 @@ def _make_volume(path: Path, array: np.ndarray, affine: np.ndarray, **kwargs) ->
         raise CorruptFileError(str(exc), path) from exc
 
 
-def _sidecar_modality(path: Path) -> str | None:
-    """The ``Modality`` of a BIDS / dcm2niix JSON sidecar (``<stem>.json``), if any."""
+def _json_sidecar(path: Path) -> Path:
+    """``<stem>.json`` beside a NIfTI file (BIDS / dcm2niix)."""
     name = path.name
     for suffix in (".nii.gz", ".nii"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
-    sidecar = path.with_name(name + ".json")
+    return path.with_name(name + ".json")
+
+
+def _sidecar_modality(path: Path) -> str | None:
+    """The ``Modality`` of a BIDS / dcm2niix JSON sidecar (``<stem>.json``), if any."""
+    sidecar = _json_sidecar(path)
     try:
         if not sidecar.is_file() or sidecar.stat().st_size > 1_000_000:
             return None
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return None
     value = meta.get("Modality") if isinstance(meta, dict) else None
     if isinstance(value, str) and value.upper() in _KNOWN_MODALITIES:
@@ -361,7 +366,11 @@ def read_nifti(
             "scl_inter": inter,
         },
     )
-    mod = _clean_modality(modality) or _sidecar_modality(path) or "OT"
+    from_sidecar = None if _clean_modality(modality) else _sidecar_modality(path)
+    mod = _clean_modality(modality) or from_sidecar or "OT"
+    if from_sidecar:
+        # the sidecar is an input too: no output may ever replace it
+        provenance.extra["json_sidecar"] = str(_json_sidecar(path))
     return _make_volume(path, array, affine, modality=mod, provenance=provenance)
 
 

@@ -522,7 +522,7 @@ def import_weights(
     src = Path(file).expanduser()
     if not src.exists():
         raise WeightsNotFoundError("no such file", src)
-    check_regular_file(src, "checkpoint")
+    check_regular_file(src, "checkpoint", CheckpointError)
     if not src.is_file():
         raise WeightsNotFoundError("not a file", src)
     dest = _cache_path(spec, _cache(cache_dir))
@@ -747,7 +747,7 @@ def load_model(
             return _load_transformers_folder(path, spec, dev, cdtype)
         if not path.exists():
             raise WeightsNotFoundError("no such checkpoint file", path)
-        check_regular_file(path, "checkpoint")
+        check_regular_file(path, "checkpoint", CheckpointError)
         sha = _sha256(path)
         if spec is not None and spec.sha256 is not None:
             _check_sha(path, spec, sha)
