@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.conftest import shared_path
+from tests.conftest import dciodvfy_errors, shared_path
 
 
 @pytest.fixture
@@ -117,3 +117,4 @@ def test_outputs_written_together_with_umask_modes_and_quiet(
     for p in (out, tmp_path / "m.json", seg):
         assert stat.S_IMODE(os.stat(p).st_mode) == 0o664, p
     assert np.asarray(nib.load(out).dataobj).shape == (64, 64, 93)
+    assert dciodvfy_errors(seg) == []

@@ -7,10 +7,6 @@ with ``Error``. The test skips, saying so, where dicom3tools is not installed (C
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
-
 import highdicom as hd
 import numpy as np
 import pydicom
@@ -18,16 +14,8 @@ import pytest
 from pydicom.sr.codedict import codes
 
 from sam2_med.io import load_volume, save_dicom_seg
+from tests.conftest import dciodvfy_errors
 from tests.io.test_dicom_seg import _write_series
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    """The ``Error`` lines dciodvfy prints for ``path`` (skips the test without dciodvfy)."""
-    exe = shutil.which("dciodvfy")
-    if exe is None:
-        pytest.skip("dciodvfy (Debian package dicom3tools) is not installed; CI installs it")
-    proc = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=120)
-    return [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")]
 
 
 @pytest.fixture(scope="module")
