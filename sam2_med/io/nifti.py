@@ -364,6 +364,7 @@ def read_nifti(
             "index": t,
             "scl_slope": slope,
             "scl_inter": inter,
+            "nifti_intent_code": int(hdr["intent_code"]),
         },
     )
     from_sidecar = None if _clean_modality(modality) else _sidecar_modality(path)

@@ -362,7 +362,7 @@ def _not_found(spec: ModelSpec, cache: Path, why: str) -> WeightsNotFoundError:
     urls = download_urls(spec)
     get = [f"download {spec.filename} ({sha}) from", *(f"  {u}" for u in urls)]
     where = f"it is checked and copied to {target}"
-    return WeightsNotFoundError(
+    err = WeightsNotFoundError(
         f"weights of {spec.name!r} are not in the cache and cannot be downloaded now ({why})",
         details=[
             *get,
@@ -379,6 +379,10 @@ def _not_found(spec: ModelSpec, cache: Path, why: str) -> WeightsNotFoundError:
             f"or use a copy you have: --checkpoint {spec.filename}",
         ],
     )
+    # the pieces, for interfaces that word the advice their own way (the napari widget)
+    err.model, err.filename, err.checksum = spec.name, spec.filename, sha
+    err.urls, err.target = urls, target
+    return err
 
 
 def _ensure_cached(spec: ModelSpec, cache: Path, offline: bool) -> tuple[Path, str]:
