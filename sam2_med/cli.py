@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
               sam2-med segment dicom/series/ --point 256,240,10 --out m.nii.gz --dicom-seg m.dcm
               sam2-med segment mr.nii.gz --space world_ras --point -31.5,12,40.2 --out m.nii.gz
               sam2-med segment ct.nii.gz --prompts p.json --checkpoint MedSAM2_latest.pt --out m.nii.gz
+              sam2-med segment ct.nii.gz --prompts p.json --checkpoint my_finetune.pt --arch medsam2 \\
+                  --out m.nii.gz
+              sam2-med segment fmri.nii.gz --index 0 --point 40,40,20 --out m.nii.gz
             """
         ),
         epilog="\n".join(
@@ -857,7 +860,8 @@ def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
             "prompts_file_sha256": file_digest(job.prompts),
         }
         job.output.parent.mkdir(parents=True, exist_ok=True)
-        result.save(job.output, overwrite=overwrite)  # the record is the sidecar's run record
+        # the run record goes into the sidecar; the prompts file is an input, never an output
+        result.save(job.output, overwrite=overwrite, inputs=[str(job.prompts)])
 
     outcomes = run_batch(
         jobs,
