@@ -380,7 +380,8 @@ def _not_found(spec: ModelSpec, cache: Path, why: str) -> WeightsNotFoundError:
         ],
     )
     # the pieces, for interfaces that word the advice their own way (the napari widget)
-    err.model, err.filename, err.checksum = spec.name, spec.filename, sha
+    # (not "filename": an OSError subclass would print it)
+    err.model, err.weights_file, err.checksum = spec.name, spec.filename, sha
     err.urls, err.target = urls, target
     return err
 

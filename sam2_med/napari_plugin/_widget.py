@@ -82,7 +82,7 @@ def _describe_error(err: BaseException) -> str:
         return "\n".join(
             [
                 err.problem,
-                f"Download {err.filename} ({err.checksum}) from",  # type: ignore[attr-defined]
+                f"Download {err.weights_file} ({err.checksum}) from",  # type: ignore[attr-defined]
                 *(f"  {u}" for u in urls),
                 "then press 'Import file…' and choose it: it is checked and copied to",
                 f"  {err.target}",  # type: ignore[attr-defined]
