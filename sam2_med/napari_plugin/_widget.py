@@ -718,7 +718,7 @@ class Sam2MedWidget(QWidget):
         try:
             self.state.set_image(layer)
         except Exception as err:
-            _notify_error(_describe_error(err))
+            self._show_error(_describe_error(err))
             self.state.set_image(None)
         if self.state.volume is not None:
             self.state.show_axis()
@@ -778,7 +778,7 @@ class Sam2MedWidget(QWidget):
         try:
             limits = display_limits(vol, self.state.window)
         except ValueError as err:  # e.g. "dicom" on an image without a stored window
-            _notify_error(_describe_error(err))
+            self._show_error(_describe_error(err))
             return
         layer.contrast_limits = list(limits)
 
