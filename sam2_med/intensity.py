@@ -583,8 +583,7 @@ def resolve_intensity(
             hint = volume.window
             if hint is None:
                 raise ValueError(
-                    "the 'dicom' window was asked for but the volume stores no window "
-                    "center/width"
+                    "the 'dicom' window was asked for but the volume stores no window center/width"
                 )
             name = hint.explanation or "dicom"
             width = max(float(hint.width), 1.0)

@@ -56,8 +56,7 @@ AXES = ("axial", "coronal", "sagittal")
 #: napari key (viewer key binding, free in every layer's keymap) for each prompt tool.
 TOOL_KEYS = {"positive": "q", "negative": "w", "box": "r"}
 
-#: Combo-box data of the "custom checkpoint file…" entry, and prefix of a loaded checkpoint's.
-CUSTOM_ENTRY = None
+#: Prefix of the model-list data of a loaded checkpoint file (its path follows).
 CHECKPOINT_PREFIX = "checkpoint:"
 
 
@@ -158,7 +157,8 @@ class Sam2MedWidget(QWidget):
         self.state = SegmentationState(viewer=napari_viewer)
         self._worker: Any = None
         self._slices_done = 0
-        self._checkpoint_entry: tuple[str, str, Any] | None = None  # (path, text, arch)
+        # the checkpoint file in use: (path, model-list text, the architecture it was given)
+        self._checkpoint_entry: tuple[str, str, Any] | None = None
         self.checkpoint_dialog: CheckpointDialog | None = None
         self._build()
         self._connect_viewer()
@@ -564,8 +564,10 @@ class Sam2MedWidget(QWidget):
         if not name:
             self._on_import_clicked()
             return
-        if str(name).startswith(CHECKPOINT_PREFIX):
-            self.import_checkpoint(str(name)[len(CHECKPOINT_PREFIX) :])
+        if str(name).startswith(CHECKPOINT_PREFIX):  # reload it, with the architecture it had
+            path = str(name)[len(CHECKPOINT_PREFIX) :]
+            entry = self._checkpoint_entry
+            self.import_checkpoint(path, arch=entry[2] if entry and entry[0] == path else None)
             return
         self.load_model(name)
 
@@ -672,6 +674,8 @@ class Sam2MedWidget(QWidget):
 
         def loaded(model: Any) -> None:
             self.set_model(model, checkpoint=path)
+            if self._checkpoint_entry is not None:
+                self._checkpoint_entry = (*self._checkpoint_entry[:2], arch)
 
         self.model_status.setText("loading the checkpoint…")
         self._run(
