@@ -118,9 +118,10 @@ class SegmentationState:
 
     # -- model and image ---------------------------------------------------------------------
     def set_model(self, model: Any) -> None:
-        """Use ``model`` (a LoadedModel) from now on; the current session is dropped."""
+        """Use ``model`` (a LoadedModel) from now on; the current session is dropped, its
+        segmentation kept (see :meth:`reset_session`)."""
         self.model = model
-        self.reset_session()
+        self.reset_session(keep_labels=True)
 
     def set_image(self, layer: Any) -> None:
         """Segment ``layer`` (a napari Image layer) from now on; drops the session."""

@@ -516,7 +516,8 @@ class Sam2MedWidget(QWidget):
             choices = []
         if self._checkpoint_entry is not None:  # the checkpoint file in use, before "custom…"
             path, text, _ = self._checkpoint_entry
-            choices.insert(len(choices) - 1, (CHECKPOINT_PREFIX + path, text, path))
+            tip = f"{path}\nlicence: that of whoever published the file"
+            choices.insert(len(choices) - 1, (CHECKPOINT_PREFIX + path, text, tip))
         for i, (name, text, licence) in enumerate(choices):
             self.model_combo.addItem(text, name)
             self.model_combo.setItemData(i, licence, Qt.ItemDataRole.ToolTipRole)
@@ -771,7 +772,7 @@ class Sam2MedWidget(QWidget):
 
     def _on_window_changed(self, window: str) -> None:
         self.state.window = window
-        self.state.reset_session()
+        self.state.reset_session(keep_labels=True)  # a new session; the segmentation stays
         self._apply_window()
 
     def _apply_window(self) -> None:
