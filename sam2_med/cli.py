@@ -1150,6 +1150,7 @@ def cmd_info(args: argparse.Namespace, out: _Out) -> int:
 def cmd_weights_list(args: argparse.Namespace, out: _Out) -> int:
     from .api import DEFAULT_MODEL
     from .models import cached_weights, default_cache_dir, get_spec, list_models
+    from .models.loader import download_urls
 
     cache = args.cache_dir or default_cache_dir()
     cached = {e.name: e for e in cached_weights(args.cache_dir)}
@@ -1163,7 +1164,7 @@ def cmd_weights_list(args: argparse.Namespace, out: _Out) -> int:
         out.result(f"    licence: {spec.licence}; sha256: {spec.sha256 or 'none published'}")
         out.result(
             f"    weights: {state}"
-            + ("" if entry else f"; get {spec.filename} from {spec.where_to_get()}")
+            + ("" if entry else f"; get {spec.filename} from {' or '.join(download_urls(spec))}")
         )
     return EXIT_OK
 
