@@ -119,19 +119,17 @@ def _checkpoint_status(path: Path, model: Any) -> str:
     digest = f" (sha256 {sha[:12]}…)" if sha else ""
     source = getattr(model, "arch_from", "") or ""
     if source.startswith("assumed: "):
-        arch = (
-            f"architecture assumed from its shape: {source[len('assumed: ') :]}; if that is "
-            "wrong, choose the architecture in 'Import file…'"
-        )
+        arch = f"shape of {source[len('assumed: ') :]} (assumed: if wrong, choose in Import file…)"
     elif source.startswith("registered model "):
-        arch = f"architecture of {source[len('registered model ') :]}"
+        arch = source[len("registered model ") :]
     elif source:
-        arch = f"architecture: {source.replace('arch=', '').strip(chr(39))}, as chosen"
+        arch = source.replace("arch=", "").strip("'") + ", as chosen"
     else:
-        arch = "architecture from its config.json"
+        arch = "its config.json"
     return (
-        f"loaded {path.name}: not a published checkpoint{digest}: a fine-tune or a modified "
-        f"file, whose weights sam2-med cannot verify; {arch} ({model.image_size} px, {device})"
+        f"loaded {path.name}, {model.image_size} px, {device}: not a published "
+        f"checkpoint{digest}, i.e. a fine-tune or a modified file, unverified; "
+        f"architecture: {arch}"
     )
 
 
@@ -237,11 +235,11 @@ class Sam2MedWidget(QWidget):
         self.model_status = QLabel("no model loaded")
         self.model_status.setWordWrap(True)
         row = QHBoxLayout()
-        row.addWidget(self.device_combo)
         row.addWidget(self.load_button)
         row.addWidget(self.import_button)
         mf.addRow("model", self.model_combo)
-        mf.addRow("device", row)
+        mf.addRow("device", self.device_combo)
+        mf.addRow(row)
         mf.addRow(self.model_status)
         root.addWidget(model_box)
 
@@ -363,8 +361,8 @@ class Sam2MedWidget(QWidget):
         root.addStretch(1)
         # vertical scrolling only: the dock is as wide as the controls need
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        bar = scroll.verticalScrollBar().sizeHint().width()
-        scroll.setMinimumWidth(inner.minimumSizeHint().width() + bar)
+        self._scroll, self._inner = scroll, inner
+        self._fit_width()
 
         self.model_combo.currentIndexChanged.connect(self._on_model_selected)
         self.load_button.clicked.connect(self._on_load_clicked)
@@ -393,6 +391,17 @@ class Sam2MedWidget(QWidget):
         self.review_list.itemClicked.connect(self._on_review_item)
         self.export_button.clicked.connect(self._on_export_clicked)
         self._update_enabled()
+
+    def _fit_width(self) -> None:
+        """The dock is as wide as the controls need (never clipped: there is no horizontal
+        scrolling). Measured again when shown, once napari's stylesheet sets the fonts."""
+        bar = self._scroll.verticalScrollBar().sizeHint().width()
+        self._scroll.setMinimumWidth(self._inner.minimumSizeHint().width() + bar)
+
+    def showEvent(self, event: Any) -> None:
+        """Fit the width to the styled controls when the dock appears."""
+        super().showEvent(event)
+        self._fit_width()
 
     def _connect_viewer(self) -> None:
         events = self.viewer.layers.events
@@ -552,7 +561,8 @@ class Sam2MedWidget(QWidget):
             status = _checkpoint_status(Path(checkpoint), model)
         else:
             status = f"loaded: {model.name}, {model.image_size} px, {device}"
-        self.model_status.setText(f"{status}; licence: {_first_sentence(licence)}")
+        short = "its publisher's" if licence.startswith("unknown") else _first_sentence(licence)
+        self.model_status.setText(f"{status}; licence: {short}")
         self.model_status.setToolTip(f"licence: {licence}")
         self.clear_error()
         self._update_enabled()
