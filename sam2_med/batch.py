@@ -131,6 +131,8 @@ def read_table(
             mark = getattr(err, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
             raise BatchError(f"invalid YAML{where}: {getattr(err, 'problem', err)}", p) from None
+        except RecursionError:
+            raise BatchError("YAML nested too deeply to read; not a jobs table", p) from None
         if isinstance(data, dict) and list_key in data:
             data = data[list_key]
         if not isinstance(data, list):
@@ -333,7 +335,9 @@ def run_batch(
         except KeyboardInterrupt:
             raise
         except Sam2MedError as err:
-            outcome = JobOutcome(job, "failed", f"FAILED: {err}", time.perf_counter() - start)
+            outcome = JobOutcome(
+                job, "failed", f"FAILED: {err.cli_one_line()}", time.perf_counter() - start
+            )
         except Exception as err:  # one broken case must not stop the batch
             detail = f"{type(err).__name__}: {err}".splitlines()[0]
             outcome = JobOutcome(

@@ -598,7 +598,9 @@ def resolve_intensity(
         if key == "dicom":
             hint = volume.window
             if hint is None:
-                raise ValueError("window='dicom' but the volume stores no window center/width")
+                raise ValueError(
+                    "the 'dicom' window was asked for but the volume stores no window center/width"
+                )
             name = hint.explanation or "dicom"
             width = max(float(hint.width), 1.0)
             return IntensityTransform.window(hint.center, width, name=name)
@@ -614,8 +616,8 @@ def resolve_intensity(
             return IntensityTransform.preset(key)
         except ValueError:
             raise ValueError(
-                f"unknown intensity window {window!r}; use 'auto', 'dicom', 'percentile', "
-                f"'minmax', (center, width), or a CT preset: {', '.join(CT_WINDOWS)}"
+                f"unknown intensity window {window!r}; use auto, dicom, percentile, minmax, a "
+                f"center and width, or a CT preset: {', '.join(CT_WINDOWS)}"
             ) from None
     try:
         center, width = window  # type: ignore[misc]

@@ -15,7 +15,7 @@ ROOT=$PWD
 PYTHON=${PYTHON:-python}
 
 # The README's main job cannot download the SAM 2.1 weights on CI, so today its `sam2-med
-# segment` step must stop within seconds with exit code 2 and one line saying how to import the
+# segment` step must stop within seconds with exit code 2 and a few lines saying how to import the
 # weights; the same step then runs with a random-weight checkpoint in Meta's format, which goes
 # through the same loading, propagation and writing code. Set to 0 once the default model works
 # offline (a demo model shipped in the wheel): the step must then succeed as printed.
@@ -130,9 +130,9 @@ for step in "${STEPS[@]}"; do
     code=$?
     set -e
     cat "$WORK/segment.err"
-    [ "$code" = 2 ] && [ "$(wc -l <"$WORK/segment.err")" = 1 ] \
+    [ "$code" = 2 ] && [ "$(wc -l <"$WORK/segment.err")" -le 8 ] \
       && grep -q "sam2-med weights import" "$WORK/segment.err" \
-      || fail "without weights, '$step' must stop with exit 2 and one line (got exit $code)"
+      || fail "without weights, '$step' must stop with exit 2 and a few lines (got exit $code)"
     [ ! -e "$RUN/$MASK" ] || fail "a failed run left $MASK behind"
     echo "(no weights offline, as expected: the same step with a random-weight checkpoint)"
     in_venv "python - '$WORK'" <<'EOF'

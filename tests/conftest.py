@@ -49,3 +49,20 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """The ``Error`` lines Debian's ``dciodvfy`` (dicom3tools) prints for a DICOM file.
+
+    Skips the calling test, saying why, where dicom3tools is not installed (``.ci/run``
+    installs it, so CI always validates). Warnings about the *source* series' own attributes
+    (e.g. a retired person-name form copied into the SEG) are not errors and are ignored.
+    """
+    import shutil
+    import subprocess
+
+    exe = shutil.which("dciodvfy")
+    if exe is None:
+        pytest.skip("dciodvfy (Debian package dicom3tools) is not installed; .ci/run installs it")
+    proc = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=300)
+    return [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")]
