@@ -301,3 +301,25 @@ def test_cluster_local_option(cli, tmp_path, model_args):
     assert "2 jobs: 0 done, 2 skipped (already finished), 0 failed" in out
     code, _, err = cli("batch", jobs, "--cluster", "remote")
     assert code == 2 and "--cluster: expected local or local:N, got 'remote'" in err
+
+
+def test_worker_device_and_options():
+    """Small pieces: one GPU per local worker, the option parsers' one-line complaints."""
+    import argparse
+
+    from sam2_med._batch_job import ModelChoice
+    from sam2_med._cli_dask import _cluster_arg, _count
+    from sam2_med.dask_batch import worker_device
+
+    assert [worker_device("cuda", n, 2) for n in range(4)] == ["cuda:0", "cuda:1"] * 2
+    assert worker_device("cuda", "SLURMCluster-3", 2) == "cuda"  # the job's own GPU
+    assert worker_device("cuda:1", 0, 2) == "cuda:1" and worker_device("cpu", 1, 2) == "cpu"
+    assert _cluster_arg("local") is None and _cluster_arg("local:3") == 3
+    for bad in ("local:0", "local:x", "slurm:2"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _cluster_arg(bad)
+    with pytest.raises(argparse.ArgumentTypeError):
+        _count("0")
+    choice = ModelChoice.of(checkpoint="rel/tiny.pt", arch={"b": 1, "a": 2})
+    assert Path(choice.checkpoint).is_absolute() and choice.arch_json == '{"a": 2, "b": 1}'
+    assert hash(choice) == hash(ModelChoice.of(checkpoint="rel/tiny.pt", arch={"a": 2, "b": 1}))
