@@ -1041,16 +1041,20 @@ def cmd_info(args: argparse.Namespace, out: _Out) -> int:
 # -------------------------------------------------------------------------------- weights
 def cmd_weights_list(args: argparse.Namespace, out: _Out) -> int:
     from .api import DEFAULT_MODEL
+    from .config import user_model_dir
     from .models import cached_weights, default_cache_dir, get_spec, list_models
 
     cache = args.cache_dir or default_cache_dir()
     cached = {e.name: e for e in cached_weights(args.cache_dir)}
     out.result(f"weights cache: {cache}")
+    out.result(f"your model files (YAML): {user_model_dir()}")
     for name in list_models():
         spec = get_spec(name)
         entry = cached.get(name)
         mark = " (default)" if name == DEFAULT_MODEL else ""
         state = f"cached, {entry.size / 2**20:.1f} MiB, {entry.status}" if entry else "not cached"
+        if spec.local_file is not None:
+            state = f"{'' if entry else 'missing '}local file {spec.local_file}"
         out.result(f"{name}{mark}: {spec.description}")
         out.result(f"    licence: {spec.licence}; sha256: {spec.sha256 or 'none published'}")
         out.result(

@@ -29,3 +29,24 @@ class Sam2MedError(Exception):
 
 class PromptError(Sam2MedError, ValueError):
     """A prompt (point, box, mask) that does not fit the volume or the session."""
+
+
+class ConfigError(Sam2MedError, ValueError):
+    """A configuration file (a model entry, the intensity presets) that breaks its schema.
+
+    Parameters
+    ----------
+    message
+        What is wrong with the value.
+    path
+        The YAML file.
+    key
+        Dotted path of the offending key inside the file (``"weights.sha256"``), or None when
+        the problem is the file as a whole; it is named in the message.
+    """
+
+    def __init__(
+        self, message: str, path: str | PathLike[str] | None = None, key: str | None = None
+    ) -> None:
+        self.key = key
+        super().__init__(f"key {key!r}: {message}" if key else message, path)

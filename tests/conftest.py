@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SAM2_MED_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+# Model YAML files in the tester's own config folder must not change what the tests see: the
+# registry reads $SAM2_MED_CONFIG_DIR/models when sam2_med.models is first imported (here and in
+# subprocesses), so point it at a folder that does not exist. Tests that register models set
+# their own folder and call sam2_med.models.registry.reload_models().
+os.environ["SAM2_MED_CONFIG_DIR"] = str(
+    Path(tempfile.gettempdir()) / f"sam2-med-tests-no-user-config-{os.getpid()}"
+)
 
 
 def shared_path(*parts: str) -> Path:

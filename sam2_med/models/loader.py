@@ -280,7 +280,19 @@ def _not_found(spec: ModelSpec, cache: Path, why: str) -> WeightsNotFoundError:
     )
 
 
+def _local_weights(spec: ModelSpec) -> tuple[Path, str]:
+    """A model whose YAML names a file on disk (shipped in the package, or the user's own)."""
+    path = spec.local_file
+    assert path is not None
+    if not path.is_file():
+        raise WeightsNotFoundError(f"weights file of model {spec.name!r} is missing", path)
+    _check_sha(path, spec, _sha256(path))
+    return path, f"{path} (named by {spec.config_file})"
+
+
 def _ensure_cached(spec: ModelSpec, cache: Path, offline: bool) -> tuple[Path, str]:
+    if spec.local_file is not None:
+        return _local_weights(spec)
     path = _cache_path(spec, cache)
     if path.is_file():
         _trusted_cached_file(path, spec)
@@ -325,8 +337,9 @@ class CacheEntry:
         :func:`verify_cache`), or None if never recorded.
     status
         ``"verified"`` (equals the published digest), ``"unverified"`` (no published digest;
-        unchanged since it was recorded), ``"checksum mismatch"``, ``"changed since recorded"``
-        or ``"not yet checked"``.
+        unchanged since it was recorded), ``"checksum mismatch"``, ``"changed since recorded"``,
+        ``"not yet checked"``, or ``"local file"`` (weights a model's YAML names on disk, e.g.
+        shipped in the package; listed but not hashed by :func:`cached_weights`).
     """
 
     name: str
@@ -340,17 +353,19 @@ def _entries(cache: Path, rehash: bool) -> list[CacheEntry]:
     out = []
     for name in list_models():
         spec = get_spec(name)
-        path = _cache_path(spec, cache)
+        path = spec.local_file or _cache_path(spec, cache)
         if not path.is_file():
             continue
         rec = _read_record(path)
         sha = _sha256(path) if rehash else (rec or {}).get("sha256")
-        if sha is None:
+        if spec.local_file is not None and not rehash:
+            status = "local file"  # hashed when loaded, and by verify_cache
+        elif sha is None:
             status = "not yet checked"
         elif spec.sha256 is not None:
             status = "verified" if sha == spec.sha256 else "checksum mismatch"
         elif rec is None:
-            status = "not yet checked"
+            status = "unverified" if spec.local_file is not None else "not yet checked"
         else:
             status = "unverified" if sha == rec.get("sha256") else "changed since recorded"
         out.append(CacheEntry(name, path, path.stat().st_size, sha, status))
