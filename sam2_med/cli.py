@@ -371,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ._cli_clinical import add_batch_measurements  # --measurements FILE.csv
 
     add_batch_measurements(bat)
+    from ._cli_dask import DASK_HELP, add_dask_options  # --cluster, --scheduler
+
+    add_dask_options(bat)
+    bat.epilog = f"{DASK_HELP}\n{bat.epilog}"
     _add_slicing(bat)
     _add_model(bat)
     _add_common(bat)
@@ -855,18 +859,15 @@ def _check_window(volume: Any, window: Any, where: Any) -> None:
 # ---------------------------------------------------------------------------------- batch
 def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
     from .api import resolve_prompts, segment_volume
-    from .batch import (
-        file_digest,
-        finished_state,
-        load_jobs,
-        run_batch,
-        summary_line,
-        write_datalist,
-    )
+    from .batch import file_digest, finished_state, load_jobs, run_batch
     from .io import load_volume
 
     jobs = load_jobs(args.jobs)
     window = _window_arg(args.window)
+    from ._cli_dask import run_on_dask, wants_dask
+
+    if wants_dask(args):  # on a Dask cluster, whose workers load the model
+        return _finish_batch(args, run_on_dask(args, jobs, window, out), out)
     pending = [j for j in jobs if args.overwrite or finished_state(j.output)[0] != "finished"]
     model: list[Any] = []
     if pending:
@@ -905,6 +906,14 @@ def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
         log=out.info,
         debug=getattr(args, "debug", False),
     )
+    return _finish_batch(args, outcomes, out)
+
+
+def _finish_batch(args: argparse.Namespace, outcomes: list[Any], out: _Out) -> int:
+    """The end of a batch, wherever its jobs ran: failures when quiet, datalist, measurements,
+    summary line; the exit code."""
+    from .batch import summary_line, write_datalist
+
     for o in outcomes:
         if o.status == "failed" and out.quiet:
             print(f"{PROG}: {o.job.name}: {o.message}", file=sys.stderr)
