@@ -243,6 +243,8 @@ def load_interactions(
             raise PromptError("interaction log not found", p) from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise PromptError(f"cannot read the interaction log: {err}", p) from None
+        except RecursionError:
+            raise PromptError("JSON nested too deeply to read; not an interaction log", p) from None
         src = str(p)
     else:
         data = source
