@@ -489,6 +489,7 @@ class Session:
                 "model's configuration fixes it"
             )
         self.stream = SliceStream(volume, axis=axis, intensity=window, image_size=size)
+        self._window_requested = window  # for the run record ("auto", a preset, (c, w)...)
         self.volume = volume
         self.axis = self.stream.axis
         self.axis_index = self.stream.axis_index
@@ -1218,9 +1219,9 @@ class Session:
         LabelVolume
             ``uint8`` (``uint16`` when a label exceeds 255), shape ``volume.shape``, names from
             :attr:`objects`. The first object added wins an overlap: later objects take only
-            voxels no earlier object claimed. ``extra[RUN_RECORD_KEY]`` holds the model's name
-            and :meth:`interactions`, so a mask saved from it (:func:`sam2_med.io.save_mask`)
-            carries a sidecar that replays this session.
+            voxels no earlier object claimed. ``extra[RUN_RECORD_KEY]`` is :meth:`run_record`
+            (model, axis, window and :meth:`interactions`), so a mask saved from it
+            (:func:`sam2_med.io.save_mask`) carries a sidecar that replays this session.
         """
         dtype = np.uint8 if max(self._objects, default=0) <= 255 else np.uint16
         out = np.zeros(self.volume.shape, dtype)
@@ -1231,14 +1232,31 @@ class Session:
                 idx = self.stream.slice_to_volume_index(k)
                 view = out[idx]
                 view[self._mask_of(rec) & (view == 0)] = label
-        record = {
-            "model": str(getattr(self.loaded, "name", "custom")),
-            "model_licence": getattr(self.loaded, "licence", None),
-            "axis": self.axis,
+        return LabelVolume(
+            out, self.volume, dict(self.objects), {RUN_RECORD_KEY: self.run_record()}
+        )
+
+    def run_record(self) -> dict[str, Any]:
+        """The run record a mask sidecar carries (``extra.sam2_med_run``), JSON-ready.
+
+        The same fields as :func:`sam2_med.segment`'s record where a session knows them:
+        ``status`` (``"complete"``, or ``"partial"`` while slices are pending), the model
+        (:func:`sam2_med.api.model_record`), ``axis``, ``axis_index``, ``window`` as requested
+        and as applied (:func:`sam2_med.api.window_record`), ``image_notes`` and
+        ``interactions`` (:meth:`interactions`, what ``sam2-med segment IMAGE --prompts
+        SIDECAR.json`` replays).
+        """
+        from .api import model_record, window_record
+
+        return {
             "status": "complete" if self.pending() == 0 else "partial",
+            **model_record(self.loaded),
+            "axis": self.axis,
+            "axis_index": int(self.axis_index),
+            "window": window_record(self._window_requested, self.stream.intensity, self.volume),
+            "image_notes": list(self.volume.provenance.notes),
             "interactions": self.interactions(),
         }
-        return LabelVolume(out, self.volume, dict(self.objects), {RUN_RECORD_KEY: record})
 
     def profile(self, label: int) -> SliceProfile:
         """Per-slice object score and mask area of one object (NaN where not computed)."""

@@ -1373,24 +1373,17 @@ def _run_record(state: Any, array: np.ndarray) -> dict[str, Any]:
     """The sidecar's run record of an export: the session's interaction log (which
     ``sam2-med segment IMAGE --prompts MASK.json`` replays) and whether the exported labels
     are exactly the session's (painting in the layer after the session is not recorded)."""
-    from ..api import model_record, window_record
     from ..labels import RUN_RECORD_KEY
 
     session = state.session
-    if session is None or not hasattr(session, "interactions"):
+    if session is None or not hasattr(session, "label_map"):
         return {}
-    lm = np.asarray(session.label_map().array)
-    same = lm.shape == array.shape and bool(np.array_equal(lm, array))
-    applied = getattr(getattr(session, "stream", None), "intensity", None)
+    lm = session.label_map()
+    same = lm.array.shape == array.shape and bool(np.array_equal(lm.array, array))
     record = {
         "source": "napari",
-        **model_record(state.model),
-        "axis": session.axis,
-        "axis_index": int(session.axis_index),
-        "window": window_record(state.window, applied, session.volume),
-        "status": "complete" if session.pending() == 0 else "partial",
+        **lm.extra[RUN_RECORD_KEY],  # model, axis, window, status and the interaction log
         "labels_match_session": same,
-        "interactions": session.interactions(),
     }
     if not same:
         record["note"] = (
