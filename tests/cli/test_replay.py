@@ -122,7 +122,12 @@ def test_cli_replays_an_interactive_session_voxel_for_voxel(
     assert interactive.array.any()
     saved = save_mask(interactive, tmp_path / "interactive.nii.gz", reference=volume)
     sidecar = tmp_path / "interactive.json"
-    log = json.loads(sidecar.read_text())["extra"]["sam2_med_run"]["interactions"]
+    record = json.loads(sidecar.read_text())["extra"]["sam2_med_run"]
+    log = record["interactions"]
+    # the session's own record has the fields sam2_med.segment writes
+    assert record["status"] == "complete" and record["axis_index"] == 2
+    assert record["window"]["requested"] == "auto" and record["window"]["applied"]
+    assert record["model_sha256"] == tiny.sha256
     assert log["schema"] == "sam2-med/interactions" and log["version"] == 1
     assert [e["op"] for e in log["events"]].count("propagate") >= 2
 
@@ -137,6 +142,7 @@ def test_cli_replays_an_interactive_session_voxel_for_voxel(
     again = json.loads((tmp_path / "cli.json").read_text())["extra"]["sam2_med_run"]
     assert again["interactions"]["events"] == log["events"]
     assert again["interactions"]["session"] == log["session"]
+    assert again["window"]["applied"] == record["window"]["applied"]
 
 
 def test_order_matters_and_a_plain_prompt_file_is_one_step(cli, ct, tiny, model_args, tmp_path):
@@ -215,3 +221,47 @@ def test_replay_refuses_mixing_and_other_images(cli, ct, tiny, model_args, tmp_p
         "segment", other, "--prompts", side, "--out", tmp_path / "x.nii.gz", *model_args
     )
     assert code == 2 and "shape [36, 44, 24]" in err and str(side) in err
+
+
+def test_batch_replays_sidecars_here_and_as_dask_workers_do(cli, ct, tiny, model_args, tmp_path):
+    """A jobs file whose prompts are session sidecars: ``sam2-med batch`` and
+    :func:`sam2_med.batch.run` (which runs each job as a Dask worker does,
+    ``segment_file_job``) replay them to the interactive label maps, and their outputs'
+    sidecars carry the same interactions. A window given for a replayed job fails that job."""
+    from sam2_med.batch import run
+
+    volume = load_volume(ct)
+    maps, sidecars = {}, {}
+    for name in ("anchors_propagate_click_propagate", "two_objects"):
+        sequence, kwargs = SEQUENCES[name]
+        s = Session(tiny, volume, **kwargs)
+        sequence(s)
+        maps[name] = s.label_map().array
+        save_mask(s.label_map(), tmp_path / f"{name}.nii.gz", reference=volume)
+        sidecars[name] = tmp_path / f"{name}.json"
+
+    def jobs(folder: str):
+        table = tmp_path / f"{folder}.csv"
+        rows = [f"{ct},{sidecars[n]},{tmp_path / folder / n}.nii.gz" for n in sorted(maps)]
+        table.write_text("image,prompts,output\n" + "\n".join(rows) + "\n")
+        return table
+
+    code, _, err = cli("batch", jobs("serial"), *model_args)
+    assert code == 0, err
+    outcomes = run(jobs("worker"), model=tiny, log=lambda _: None)
+    assert [o.status for o in outcomes] == ["done", "done"], [o.message for o in outcomes]
+    for folder in ("serial", "worker"):
+        for name, expected in maps.items():
+            out = tmp_path / folder / f"{name}.nii.gz"
+            np.testing.assert_array_equal(np.asanyarray(nib.load(out).dataobj), expected)
+            run_record = json.loads(out.with_name(f"{name}.json").read_text())["extra"]
+            recorded = json.loads(sidecars[name].read_text())["extra"]["sam2_med_run"]
+            assert (
+                run_record["sam2_med_run"]["interactions"]["events"]
+                == recorded["interactions"]["events"]
+            )
+    code, out, err = cli("batch", jobs("windowed"), "--window", "lung", *model_args)
+    assert code != 0 and "drop --axis and --window" in out + err
+    failed = run(jobs("windowed2"), model=tiny, window="lung", log=lambda _: None)
+    assert {o.status for o in failed} == {"failed"}
+    assert all("recorded intensity transform" in o.message for o in failed)
