@@ -1372,25 +1372,18 @@ def _send_prompts(session: Any, label: int | None, prompts: list[Any]) -> Iterat
 def _run_record(state: Any, array: np.ndarray) -> dict[str, Any]:
     """The sidecar's run record of an export: the session's interaction log (which
     ``sam2-med segment IMAGE --prompts MASK.json`` replays) and whether the exported labels
-    are exactly the session's (painting in the layer after the session is not recorded)."""
+    are exactly the session's (painting in the layer after the session is not recorded).
+    Without a live session: the record the layer keeps from the last one, if any."""
     from ..labels import RUN_RECORD_KEY
+    from ._layers import export_run_record, stored_run_record
 
     session = state.session
     if session is None or not hasattr(session, "label_map"):
-        return {}
+        layer = state.labels_layer
+        return stored_run_record(getattr(layer, "metadata", None), array)
     lm = session.label_map()
     same = lm.array.shape == array.shape and bool(np.array_equal(lm.array, array))
-    record = {
-        "source": "napari",
-        **lm.extra[RUN_RECORD_KEY],  # model, axis, window, status and the interaction log
-        "labels_match_session": same,
-    }
-    if not same:
-        record["note"] = (
-            "the exported labels differ from the session's label map (painted or earlier "
-            "labels); replaying the interactions gives the session's label map"
-        )
-    return {RUN_RECORD_KEY: record}
+    return export_run_record(lm.extra[RUN_RECORD_KEY], same)
 
 
 def _seg_path(path: str) -> str:

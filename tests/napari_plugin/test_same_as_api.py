@@ -1,5 +1,6 @@
 """Acceptance: the napari widget and ``sam2_med.segment`` give identical label maps for the same
-clicks, box and painted mask, and the command line replays the widget's export exactly.
+clicks, box and painted mask, and the command line replays the widget's export exactly
+(napari's own *Save layers* writes the same record).
 
 Both front ends send prompts through ``Session.add_prompts`` (one call per slice with all of
 its prompts), so a box drawn with clicks on the same slice is decoded the same way everywhere.
@@ -119,6 +120,14 @@ def test_widget_and_segment_give_the_same_label_map(
     assert widget.export(out)[0] == str(out)
     side = json.loads((tmp_path / "gui.json").read_text())["extra"]["sam2_med_run"]
     assert side["labels_match_session"] is True and side["source"] == "napari"
+    # napari's own File > Save Selected Layers (the npe2 writer) writes the same record
+    viewer.layers.selection = {state.labels_layer}
+    saved = tmp_path / "saved.nii.gz"
+    assert viewer.layers.save(str(saved), selected=True, plugin="sam2-med")[0] == str(saved)
+    np.testing.assert_array_equal(np.asanyarray(nib.load(saved).dataobj), gui)
+    again = json.loads((tmp_path / "saved.json").read_text())["extra"]["sam2_med_run"]
+    assert again["labels_match_session"] is True
+    assert again["interactions"] == side["interactions"]
     code = main(
         [
             "segment",
