@@ -2,13 +2,14 @@
 
 Every :class:`~sam2_med.session.Session` records its interactions
 (:meth:`~sam2_med.session.Session.interactions`), and every mask sidecar written by the Python
-API, the command line, batch jobs and the napari widget carries that record under
+API, the command line, batch jobs and the napari plugin carries that record under
 ``extra.sam2_med_run.interactions``. :func:`replay` runs it on a new session of the same image
 with the same model, and the label map comes out voxel for voxel the same; on the command line::
 
     sam2-med segment ct.nii.gz --prompts liver_mask.json --out again.nii.gz
 
-where ``liver_mask.json`` is the sidecar of an earlier mask (``liver_mask.nii.gz``). A plain
+where ``liver_mask.json`` is the sidecar of an earlier mask (``liver_mask.nii.gz``), or a
+run record saved as JSON (the MONAI Label app answers with one). A plain
 prompt file (:mod:`sam2_med.prompts`) is the log "add every object, prompt every slice, then
 propagate once".
 
@@ -98,11 +99,16 @@ _SESSION_KEYS = {
 
 
 def find_interactions(data: Any) -> dict[str, Any] | None:
-    """The interaction log in ``data``: a log itself, or a mask sidecar carrying one."""
+    """The interaction log in ``data``: a log itself, a run record carrying one
+    (:meth:`Session.run_record`, e.g. the MONAI Label app's ``params["sam2_med"]["run"]``),
+    or a mask sidecar carrying a run record."""
     if not isinstance(data, Mapping):
         return None
     if data.get("schema") == INTERACTIONS_SCHEMA[0]:
         return dict(data)
+    inner = data.get("interactions")
+    if isinstance(inner, Mapping) and inner.get("schema") == INTERACTIONS_SCHEMA[0]:
+        return dict(inner)
     run = (
         (data.get("extra") or {}).get("sam2_med_run")
         if isinstance(data.get("extra"), Mapping)

@@ -19,7 +19,9 @@ each request into the Session calls the API makes:
   clicks, in one decoder run).
 
 The answer is the segment's propagated 3D mask (value 1) written as NIfTI on exactly the
-study's voxel grid (:func:`sam2_med.io.save_mask`).
+study's voxel grid (:func:`sam2_med.io.save_mask`), and the session's run record with its
+interaction log (:meth:`Session.run_record`), which ``sam2-med segment STUDY --prompts
+RECORD.json`` replays as it replays a mask sidecar.
 """
 
 from __future__ import annotations
@@ -76,6 +78,13 @@ class SegmentAnswer:
     anchors : tuple of int
         Prompted slices along the propagation axis.
     seconds : float
+    label : int
+        The segment's label value in the study session's label map.
+    record : dict
+        The study session's run record (:meth:`Session.run_record`: model, axis, window and
+        the interaction log of every segment of the study so far). Saved as JSON, ``sam2-med
+        segment STUDY --prompts RECORD.json`` replays it; the segment is ``label`` in that
+        label map (where segments overlap, the one added first keeps the voxel).
     """
 
     mask: np.ndarray
@@ -83,6 +92,8 @@ class SegmentAnswer:
     name: str
     anchors: tuple[int, ...]
     seconds: float
+    label: int = 0
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 def _truthy(value: Any) -> bool:
@@ -245,7 +256,10 @@ class InteractiveSegmenter:
                 pass
             mask = session.object_volume(seg.label)
             anchors = session.anchors(seg.label)
-        return SegmentAnswer(mask, study.volume, name, anchors, time.perf_counter() - start)
+            record = session.run_record()
+        return SegmentAnswer(
+            mask, study.volume, name, anchors, time.perf_counter() - start, seg.label, record
+        )
 
     @staticmethod
     def _send(
