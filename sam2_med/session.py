@@ -507,7 +507,7 @@ class Session:
        never with the slice's own earlier memory; Meta decodes any click on a frame it has
        propagated through with memory, that frame's own earlier memory included. The result of
        refining a prompted slice then does not depend on whether a propagation ran in between.
-    5. **Frames stay in float.** Slices are resized with Meta's and MedSAM2's filter (PIL's
+    5. **Frames stay in float** (``"sam2"`` protocol). Slices are resized with Meta's and MedSAM2's filter (PIL's
        bicubic, antialiased, clipped to [0, 1] after each pass) computed in float; Meta and
        MedSAM2 store frames as 8-bit images first, which rounds each pixel by up to 1/255. CT
        intensities are never quantised here.
@@ -1357,8 +1357,9 @@ class Session:
 
         The same fields as :func:`sam2_med.segment`'s record where a session knows them:
         ``status`` (``"complete"``, or ``"partial"`` while slices are pending), the model
-        (:func:`sam2_med.api.model_record`), ``axis``, ``axis_index``, ``window`` as requested
-        and as applied (:func:`sam2_med.api.window_record`), ``image_notes`` and
+        (:func:`sam2_med.api.model_record`), the protocol (:meth:`protocol_record`), ``axis``,
+        ``axis_index``, ``window`` as requested and as applied
+        (:func:`sam2_med.api.window_record`), ``image_notes`` and
         ``interactions`` (:meth:`interactions`, what ``sam2-med segment IMAGE --prompts
         SIDECAR.json`` replays).
         """
