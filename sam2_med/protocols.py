@@ -234,8 +234,16 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     from skimage.measure import label
 
     m = np.asarray(mask, dtype=bool)
+    out = np.zeros(m.shape, bool)
     if not m.any():
-        return np.zeros(m.shape, bool)
-    labels = label(m)
+        return out
+    # label the bounding box only (an organ is a small part of a CT); cropping keeps the
+    # components and their C order, so the same one wins a tie
+    box = []
+    for ax in range(m.ndim):
+        hit = np.flatnonzero(m.any(axis=tuple(a for a in range(m.ndim) if a != ax)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    labels = label(m[tuple(box)])
     keep = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
-    return labels == keep
+    out[tuple(box)] = labels == keep
+    return out
