@@ -298,9 +298,9 @@ class SliceStream:
         return np.swapaxes(out, 0, 1) if o.transpose else out
 
     def display(self, k: int) -> np.ndarray:
-        """Slice ``k`` after the intensity transform, in display orientation: (R, C) float32 in [0, 1].
+        """Slice ``k`` after the intensity transform, in display orientation: (R, C) float32.
 
-        With ``protocol="medsam2"``: :meth:`display_uint8` divided by 255.
+        Values in [0, 1]; with ``protocol="medsam2"``, :meth:`display_uint8` divided by 255.
         """
         if self.protocol == "medsam2":
             return self.display_uint8(k).astype(np.float32) / np.float32(255.0)

@@ -166,7 +166,7 @@ def uint8_range(array: np.ndarray, lower: float, upper: float) -> tuple[float, f
 
 
 def to_uint8(array: np.ndarray, lower: float, upper: float, lo: float, hi: float) -> np.ndarray:
-    """MedSAM2's CT intensity step: ``uint8(floor((clip(x, lower, upper) - lo) / (hi - lo) * 255))``.
+    """MedSAM2's CT intensity step: ``uint8((clip(x, lower, upper) - lo) / (hi - lo) * 255)``.
 
     In float64 and in the script's order of operations, so that applied to a slice it gives
     exactly the values of the script on the whole volume.

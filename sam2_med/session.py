@@ -57,11 +57,11 @@ on CUDA, and the largest 3D connected component of each object in :meth:`Session
 and :meth:`Session.label_map`. A registered model declares its default protocol and the slice
 layout it was trained on (``protocol:`` and ``slice_layout:`` in its YAML file).
 
-Post-processing is Meta's (``"sam2"`` protocol): small holes (``fill_hole_area`` = 8 low-resolution pixels) are
-filled in every output, computed with scipy (:mod:`sam2_med.postprocess`); a prompted slice's
-memory is encoded from its filled logits and a tracked slice's from its unfilled ones, as Meta
-does; small foreground sprinkles are removed from outputs only if ``sprinkle_area`` is set
-(Meta's video predictor never removes them).
+Post-processing is Meta's (``"sam2"`` protocol): small holes (``fill_hole_area`` = 8
+low-resolution pixels) are filled in every output, computed with scipy
+(:mod:`sam2_med.postprocess`); a prompted slice's memory is encoded from its filled logits and a
+tracked slice's from its unfilled ones, as Meta does; small foreground sprinkles are removed from
+outputs only if ``sprinkle_area`` is set (Meta's video predictor never removes them).
 
 The deliberate departures from Meta's predictor are listed, with their reasons, in the
 :class:`Session` docstring and the README.
@@ -507,10 +507,11 @@ class Session:
        never with the slice's own earlier memory; Meta decodes any click on a frame it has
        propagated through with memory, that frame's own earlier memory included. The result of
        refining a prompted slice then does not depend on whether a propagation ran in between.
-    5. **Frames stay in float** (``"sam2"`` protocol). Slices are resized with Meta's and MedSAM2's filter (PIL's
-       bicubic, antialiased, clipped to [0, 1] after each pass) computed in float; Meta and
-       MedSAM2 store frames as 8-bit images first, which rounds each pixel by up to 1/255. CT
-       intensities are never quantised here.
+    5. **Frames stay in float** (``"sam2"`` protocol). Slices are resized with Meta's and
+       MedSAM2's filter (PIL's bicubic, antialiased, clipped to [0, 1] after each pass)
+       computed in float; Meta and MedSAM2 store frames as 8-bit images first, which rounds
+       each pixel by up to 1/255. CT intensities are never quantised here (``"medsam2"`` does
+       quantise, as MedSAM2's script does).
 
     The interaction log replays in order rather than making the result order-independent: a
     correction on a tracked slice reads memory that exists only after a propagation, so the same
