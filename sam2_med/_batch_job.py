@@ -38,6 +38,9 @@ class ModelChoice:
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``. On a Dask worker a bare ``"cuda"``
         is bound to one GPU per worker (see :func:`sam2_med.dask_batch.worker_device`).
     dtype : {"float32", "bfloat16"}
+    protocol : {"sam2", "medsam2"} or None
+        The protocol asked for (:mod:`sam2_med.protocols`); None: the model's declared one. A
+        replayed session uses its recorded protocol and refuses another asked for.
     """
 
     name: str | None = None
@@ -45,6 +48,7 @@ class ModelChoice:
     arch_json: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
+    protocol: str | None = None
 
     @classmethod
     def of(
@@ -55,6 +59,7 @@ class ModelChoice:
         arch: Any = None,
         device: str = "cpu",
         dtype: str = "float32",
+        protocol: str | None = None,
     ) -> ModelChoice:
         """Build from the arguments of :func:`sam2_med.api.segment` (``arch``: a mapping or a
         JSON file, read here)."""
@@ -68,6 +73,7 @@ class ModelChoice:
             arch_json=None if arch is None else json.dumps(arch, sort_keys=True),
             device=str(device),
             dtype=str(dtype),
+            protocol=protocol,
         )
 
     def describe(self) -> str:
@@ -79,7 +85,8 @@ class ModelChoice:
             if self.checkpoint
             else f"model {self.name or DEFAULT_MODEL}"
         )
-        return f"{what} on {self.device} ({self.dtype})"
+        how = f", {self.protocol} protocol" if self.protocol else ""
+        return f"{what} on {self.device} ({self.dtype}{how})"
 
     def load(self, device: str | None = None) -> LoadedModel:
         """Load the model (on ``device`` instead of :attr:`device` when given)."""
@@ -96,6 +103,7 @@ class ModelChoice:
             device=device or self.device,
             dtype=self.dtype,
             arch=arch,
+            protocol=self.protocol,
         )
 
 
@@ -106,6 +114,7 @@ def segment_file_job(
     *,
     axis: str | None = None,
     window: Any = None,
+    protocol: str | None = None,
 ) -> None:
     """Segment one jobs-file row and write its mask and sidecar (atomically, see
     :func:`sam2_med.io.save_mask`): the steps of ``sam2-med batch`` for one job.
@@ -113,6 +122,8 @@ def segment_file_job(
     ``axis`` and ``window`` None mean ``"axial"`` and ``"auto"`` for a prompt file; a job whose
     prompts are a sam2-med mask sidecar replays the recorded session with its recorded axis and
     window (:mod:`sam2_med.interactions`), and a different axis or any window given is refused.
+    ``protocol`` None: the model's declared one (or the recorded one of a replay, which refuses
+    another).
 
     Raises
     ------
@@ -129,14 +140,14 @@ def segment_file_job(
     volume = load_volume(job.image)
     prompts = resolve_prompts(job.prompts, volume, axis=axis or "axial")
     if isinstance(prompts, InteractionLog):  # a recorded session replays as recorded
-        _check_replay_options(prompts, axis=axis, window=window)
+        _check_replay_options(prompts, axis=axis, window=window, protocol=protocol)
     else:
         window = "auto" if window is None else window
         try:
             resolve_intensity(volume, window)
         except ValueError as err:
             raise Sam2MedError(f"--window: {err}", job.image) from None
-    result = segment_volume(volume, prompts, model, window=window)
+    result = segment_volume(volume, prompts, model, window=window, protocol=protocol)
     if result.cancelled:
         raise Sam2MedError("propagation was cancelled", job.output)
     result.record["inputs"] = {

@@ -110,6 +110,7 @@ def run_on_dask(args: argparse.Namespace, jobs: Sequence[Any], window: Any, out:
         "arch": args.arch,
         "device": args.device,
         "dtype": args.dtype,
+        "protocol": args.protocol,
         "axis": args.axis if getattr(args, "axis_given", True) else None,
         "window": window,
         "overwrite": args.overwrite,

@@ -310,6 +310,7 @@ def segment(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     session_factory: Callable[..., Any] | None = None,
+    protocol: str | None = None,
 ) -> SegmentationResult:
     """Segment a volume from prompts on one or more slices, propagating through the volume.
 
@@ -362,6 +363,11 @@ def segment(
     session_factory : callable, optional
         ``(model, volume, axis=, window=) -> Session``; for tests. Default:
         :class:`sam2_med.session.Session`.
+    protocol : {"sam2", "medsam2"}, optional
+        The pipeline around the model (:mod:`sam2_med.protocols`): ``"medsam2"`` reproduces
+        MedSAM2's published CT script (its window is then used as clip bounds
+        ``center -+ width / 2``). Default: the model's declared protocol (``"medsam2"`` for the
+        ``medsam2`` model, ``"sam2"`` for the others), or the recorded one when replaying.
 
     Returns
     -------
@@ -375,7 +381,7 @@ def segment(
     """
     volume = load_image(image, series_uid=series_uid, index=index)
     prompt_set = resolve_prompts(prompts, volume, axis=axis or "axial")
-    _check_replay_options(prompt_set, axis=axis, window=window)
+    _check_replay_options(prompt_set, axis=axis, window=window, protocol=protocol)
     if isinstance(arch, (str, os.PathLike)):
         arch = resolve_arch(arch)
     loaded = _load_model(model, checkpoint=checkpoint, arch=arch, device=device, dtype=dtype)
@@ -387,6 +393,7 @@ def segment(
         progress=progress,
         cancel=cancel,
         session_factory=session_factory,
+        protocol=protocol,
     )
 
 
@@ -415,12 +422,29 @@ def resolve_arch(value: str | os.PathLike[str]) -> str | dict[str, Any]:
     return read_arch(p)
 
 
-def _check_replay_options(prompts: Any, *, axis: str | None, window: Any) -> None:
-    """A replay uses the recorded axis and window; refuse different ones given explicitly."""
+def _check_replay_options(
+    prompts: Any, *, axis: str | None, window: Any, protocol: str | None = None
+) -> None:
+    """A replay uses the recorded axis, window and protocol; refuse others given explicitly."""
     from .interactions import InteractionLog
 
+    if protocol is not None:
+        from .protocols import check_protocol
+
+        try:
+            check_protocol(protocol)
+        except ValueError as err:
+            raise Sam2MedError(str(err)) from None
     if not isinstance(prompts, InteractionLog):
         return
+    if protocol is not None and protocol != prompts.protocol:
+        raise PromptError(
+            f"the recorded session used the {prompts.protocol} protocol, not {protocol}: a "
+            "replay uses the recorded protocol (leave protocol unset)",
+            prompts.source,
+            cli=f"the recorded session used the {prompts.protocol} protocol, not {protocol}: "
+            "a replay uses the recorded protocol (leave out --protocol)",
+        )
     if axis is not None and axis != prompts.axis:
         raise PromptError(
             f"the recorded session slices {prompts.axis}, not {axis}: a replay uses the "
@@ -481,6 +505,7 @@ def segment_volume(
     cancel: CancelFn | None = None,
     session_factory: Callable[..., Any] | None = None,
     keep_object_masks: bool = False,
+    protocol: str | None = None,
 ) -> SegmentationResult:
     """Run one session: add every object's prompts, propagate, collect the label map.
 
@@ -498,6 +523,8 @@ def segment_volume(
     keep_object_masks : bool
         Also return each object's own 3D mask (``result.object_masks``), e.g. to score
         overlapping structures independently.
+    protocol : {"sam2", "medsam2"}, optional
+        As in :func:`segment` (None: the model's declared one, or the recorded one of a log).
 
     Returns
     -------
@@ -516,13 +543,15 @@ def segment_volume(
         check_points_on_finite_voxels(prompt_set, volume)
     start = time.perf_counter()
     if is_log:
-        _check_replay_options(prompt_set, axis=None, window=window)
+        _check_replay_options(prompt_set, axis=None, window=window, protocol=protocol)
         kwargs = prompt_set.session_kwargs()
         session = session_factory(model, volume, **kwargs)
         window = kwargs["window"]
     else:
+        _check_replay_options(prompt_set, axis=None, window=None, protocol=protocol)
         window = "auto" if window is None else window
-        session = session_factory(model, volume, axis=prompt_set.axis, window=window)
+        extra = {} if protocol is None else {"protocol": protocol}
+        session = session_factory(model, volume, axis=prompt_set.axis, window=window, **extra)
     axis_index = int(getattr(session, "axis_index", prompt_set.axis_index))
     if axis_index != prompt_set.axis_index:
         raise PromptError(
@@ -566,6 +595,7 @@ def segment_volume(
     record = {
         "status": "cancelled" if cancelled else "complete",
         **model_record(model),
+        **(session.protocol_record() if hasattr(session, "protocol_record") else {}),
         "axis": prompt_set.axis,
         "axis_index": axis_index,
         "window": window_record(window, applied_window, volume),

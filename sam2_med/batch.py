@@ -452,6 +452,7 @@ def run(
     window: Any = None,
     overwrite: bool = False,
     datalist: str | os.PathLike[str] | None = None,
+    protocol: str | None = None,
     log: Callable[[str], None] = print,
     debug: bool = False,
     worker_timeout: float | None = None,
@@ -474,6 +475,9 @@ def run(
     checkpoint, arch, device, dtype
         As in :func:`sam2_med.api.segment`. With a client, a bare ``device="cuda"`` gives each
         worker its own GPU.
+    protocol : {"sam2", "medsam2"}, optional
+        As in :func:`sam2_med.api.segment` (None: the model's declared one; a replayed session
+        uses its recorded one and refuses another).
     axis, window
         Propagation plane and intensity window of every job (None: ``"axial"`` and ``"auto"``;
         a job whose prompts are a sam2-med mask sidecar replays its recorded session with the
@@ -519,14 +523,16 @@ def run(
                 "its own copy"
             )
         loaded, model = model, None
-    choice = ModelChoice.of(model, checkpoint=checkpoint, arch=arch, device=device, dtype=dtype)
+    choice = ModelChoice.of(
+        model, checkpoint=checkpoint, arch=arch, device=device, dtype=dtype, protocol=protocol
+    )
     if client is None:
         pending = [j for j in job_list if overwrite or finished_state(j.output)[0] != "finished"]
         if pending and loaded is None:
             loaded = choice.load()  # once, and failing before any job on a bad model
 
         def segment_job(job: Job, ow: bool) -> None:
-            segment_file_job(job, ow, loaded, axis=axis, window=window)
+            segment_file_job(job, ow, loaded, axis=axis, window=window, protocol=protocol)
 
         outcomes = run_batch(job_list, segment_job, overwrite=overwrite, log=log, debug=debug)
     else:

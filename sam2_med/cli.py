@@ -135,6 +135,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_model(p: argparse.ArgumentParser) -> None:
     from .api import DEFAULT_MODEL
+    from .protocols import PROTOCOLS
 
     g = p.add_argument_group("model")
     g.add_argument(
@@ -161,6 +162,15 @@ def _add_model(p: argparse.ArgumentParser) -> None:
         default="float32",
         choices=("float32", "bfloat16"),
         help="compute precision (default float32)",
+    )
+    g.add_argument(
+        "--protocol",
+        default=None,
+        choices=PROTOCOLS,
+        help="sam2: sam2-med's float pipeline; medsam2: MedSAM2's published CT script (8-bit "
+        "frames, SimpleITK slice layout, --window as clip bounds CENTER-+WIDTH/2, largest 3D "
+        "component). Default: the model's own (medsam2 for --model medsam2, else sam2; a "
+        "replayed session: the recorded one)",
     )
 
 
@@ -617,9 +627,19 @@ def _load_model(args: argparse.Namespace, out: _Out) -> Any:
     if arch is not None and args.checkpoint is None:
         raise Sam2MedError("--arch describes a --checkpoint file; give --checkpoint FILE too")
     lm = load_model(
-        name, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, arch=arch
+        name,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        dtype=args.dtype,
+        arch=arch,
+        protocol=getattr(args, "protocol", None),
     )
     out.info(f"model: {lm.name} ({lm.image_size} px) on {lm.device}, weights {lm.source}")
+    from .protocols import PROTOCOL_SUMMARY
+    from .session import resolve_protocol
+
+    protocol, layout = resolve_protocol(lm)
+    out.info(f"protocol: {protocol} ({PROTOCOL_SUMMARY[protocol]}), {layout} slice layout")
     if args.checkpoint is not None:
         sha = f"sha256 {lm.sha256}" if lm.sha256 else "a transformers folder"
         if lm.published:
@@ -806,6 +826,12 @@ def _replay_log(args: argparse.Namespace, volume: Any) -> Any:
             "a replay uses the recorded intensity window; drop --window to replay it",
             args.prompts,
         )
+    if args.protocol is not None and args.protocol != log.protocol:
+        raise PromptError(
+            f"the recorded session used the {log.protocol} protocol; drop --protocol "
+            f"{args.protocol} to replay it",
+            args.prompts,
+        )
     return log
 
 
@@ -868,7 +894,9 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
         slices=volume.shape[prompts.axis_index],
     )
     try:
-        result = segment_volume(volume, prompts, lm, window=window, progress=progress)
+        result = segment_volume(
+            volume, prompts, lm, window=window, progress=progress, protocol=args.protocol
+        )
     finally:
         close()
     result.record["inputs"] = {
@@ -958,6 +986,12 @@ def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
                     "and --window for this batch",
                     job.prompts,
                 )
+            if args.protocol is not None and args.protocol != prompts.protocol:
+                raise Sam2MedError(
+                    f"a recorded session replays with its own protocol ({prompts.protocol}); "
+                    f"drop --protocol {args.protocol} for this batch",
+                    job.prompts,
+                )
         else:
             _check_window(volume, window, job.image)
         progress, close = _progress(
@@ -973,6 +1007,7 @@ def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
                 model[0],
                 window=None if replaying else window,
                 progress=progress,
+                protocol=args.protocol,
             )
         finally:
             close()

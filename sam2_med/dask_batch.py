@@ -339,7 +339,9 @@ def _run_job(
 
     def seg(j: Job, ow: bool) -> None:
         if segment_job is None:
-            segment_file_job(j, ow, _worker_model(choice), axis=axis, window=window)
+            segment_file_job(
+                j, ow, _worker_model(choice), axis=axis, window=window, protocol=choice.protocol
+            )
         else:
             segment_job(j, ow, lambda: _worker_model(choice), axis=axis, window=window)
 

@@ -5,6 +5,11 @@ affine with :func:`sam2_med.geometry.slice_axis`, never from the array order), s
 in a fixed radiological orientation, and turns it into the tensor SAM 2 expects for a video
 frame. Everything happens in memory, in float; there is no 8-bit or JPEG round trip.
 
+That is the ``"sam2"`` protocol in the ``"radiological"`` slice layout. A stream can also lay
+slices out as SimpleITK's array does (``layout="sitk"``: no reorientation) and make frames as
+MedSAM2's published CT script does (``protocol="medsam2"``: 8-bit frames, prompts mapped
+``x * S / W``); see :mod:`sam2_med.protocols`.
+
 Coordinate systems
 ------------------
 slice ``(a, b)``
@@ -13,6 +18,8 @@ slice ``(a, b)``
 display ``(row, col)``
     The slice turned into the radiological display orientation below, using only a transpose
     and flips (no resampling). Its shape is :attr:`SliceStream.display_shape` ``(R, C)``.
+    (With ``layout="sitk"`` the display is the slice transposed, never flipped: rows follow the
+    higher of the two in-plane voxel axes, as in ``sitk.GetArrayFromImage``.)
 
     ========  =============================  ===============================
     plane     rows run                       columns run
@@ -29,7 +36,8 @@ frame ``(y, x)``
     preservation and the filter Meta's and MedSAM2's frame loaders use (PIL's bicubic, see
     :meth:`SliceStream.frames`). Pixel centres are aligned: display row ``r`` has its centre at
     frame row ``y = (r + 0.5) * S / R - 0.5``. Point prompts are given to SAM 2 as ``(x, y)``
-    in these model-input pixels.
+    in these model-input pixels. (With ``protocol="medsam2"``: 8-bit frames resized by PIL
+    itself, and ``y = r * S / R``, as MedSAM2's predictor maps prompts.)
 
 The slice index ``k`` along the axis is the voxel index along ``axis_index`` (slice ``k`` is
 frame ``k`` of the video SAM 2 sees); it is not reordered.
@@ -46,6 +54,14 @@ import torch
 import torch.nn.functional as F
 
 from . import geometry
+from .protocols import (
+    check_protocol,
+    check_slice_layout,
+    clip_bounds,
+    resize_uint8,
+    to_uint8,
+    uint8_range,
+)
 
 if TYPE_CHECKING:
     from .intensity import IntensityTransform
@@ -57,6 +73,7 @@ __all__ = [
     "DisplayOrientation",
     "SliceStream",
     "display_orientation",
+    "sitk_orientation",
 ]
 
 #: ImageNet channel means and standard deviations SAM 2 normalises video frames with.
@@ -133,6 +150,24 @@ def display_orientation(affine: np.ndarray, plane: str) -> DisplayOrientation:
     return DisplayOrientation(axis_index, (p, q), transpose, flip_rows, flip_cols)  # type: ignore[arg-type]
 
 
+def sitk_orientation(affine: np.ndarray, plane: str) -> DisplayOrientation:
+    """SimpleITK's array layout of slices of ``plane``: transposed, never flipped.
+
+    The slice axis is chosen from the affine as for :func:`display_orientation`; in the plane,
+    rows follow the higher voxel axis and columns the lower, as in
+    ``sitk.GetArrayFromImage(image)`` (axes ``(k, j, i)``), whatever the direction cosines.
+
+    Examples
+    --------
+    >>> o = sitk_orientation(np.diag([-1.0, -1.0, 1.0, 1.0]), "axial")
+    >>> (o.axis_index, o.in_plane, o.transpose, o.flip_rows, o.flip_cols)
+    (2, (0, 1), True, False, False)
+    """
+    axis_index = geometry.slice_axis(affine, plane.lower())
+    p, q = (a for a in range(3) if a != axis_index)
+    return DisplayOrientation(axis_index, (p, q), True, False, False)
+
+
 class SliceStream:
     """Lazy, invertible model frames of one volume along one anatomical axis.
 
@@ -147,6 +182,15 @@ class SliceStream:
         applied to every slice. ``None`` means ``"auto"``.
     image_size : int
         Side ``S`` of the square model input in pixels.
+    layout : {"radiological", "sitk"}
+        How a slice is turned into the frame: the radiological display orientation, or
+        SimpleITK's array layout without reorientation (:func:`sitk_orientation`).
+    protocol : {"sam2", "medsam2"}
+        ``"sam2"``: frames in float (module docstring). ``"medsam2"``: MedSAM2's CT script, the
+        intensity choice used as clip bounds (:func:`sam2_med.protocols.clip_bounds`), min-max
+        of the clipped volume to ``uint8``, PIL's bicubic resize in 8 bits, ``/ 255`` and
+        ImageNet normalisation in float64, and prompts mapped ``x * S / W`` (no half-pixel
+        shift).
 
     Attributes
     ----------
@@ -162,6 +206,10 @@ class SliceStream:
         Shape ``(R, C)`` of a slice in display orientation.
     intensity : IntensityTransform
     image_size : int
+    layout, protocol : str
+    uint8_mapping : dict or None
+        ``"medsam2"`` only: ``{"clip": [lower, upper], "minmax": [lo, hi]}``, the clip bounds
+        and the clipped volume's minimum and maximum that map to 0 and 255.
     """
 
     def __init__(
@@ -171,12 +219,17 @@ class SliceStream:
         axis: str = "axial",
         intensity: str | tuple[float, float] | IntensityTransform | None = None,
         image_size: int = 1024,
+        layout: str = "radiological",
+        protocol: str = "sam2",
     ) -> None:
         from .intensity import resolve_intensity
 
         self.volume = volume
         self.axis = axis.lower()
-        self.orientation = display_orientation(volume.affine, self.axis)
+        self.layout = check_slice_layout(layout)
+        self.protocol = check_protocol(protocol)
+        orient = sitk_orientation if self.layout == "sitk" else display_orientation
+        self.orientation = orient(volume.affine, self.axis)
         self.axis_index = self.orientation.axis_index
         self.n_slices = int(volume.shape[self.axis_index])
         p, q = self.orientation.in_plane
@@ -188,6 +241,11 @@ class SliceStream:
         self.image_size = int(image_size)
         self._mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+        self.uint8_mapping: dict[str, list[float]] | None = None
+        if self.protocol == "medsam2":
+            lower, upper = clip_bounds(self.intensity)
+            lo, hi = uint8_range(volume.array, lower, upper)
+            self.uint8_mapping = {"clip": [lower, upper], "minmax": [lo, hi]}
 
     def __len__(self) -> int:
         return self.n_slices
@@ -196,7 +254,8 @@ class SliceStream:
         return (
             f"SliceStream(axis={self.axis!r}, axis_index={self.axis_index}, "
             f"n_slices={self.n_slices}, display_shape={self.display_shape}, "
-            f"image_size={self.image_size}, intensity={self.intensity.name!r})"
+            f"image_size={self.image_size}, intensity={self.intensity.name!r}, "
+            f"layout={self.layout!r}, protocol={self.protocol!r})"
         )
 
     # -- slices and display orientation ---------------------------------------------------
@@ -239,8 +298,25 @@ class SliceStream:
         return np.swapaxes(out, 0, 1) if o.transpose else out
 
     def display(self, k: int) -> np.ndarray:
-        """Slice ``k`` after the intensity transform, in display orientation: (R, C) float32 in [0, 1]."""
+        """Slice ``k`` after the intensity transform, in display orientation: (R, C) float32.
+
+        Values in [0, 1]; with ``protocol="medsam2"``, :meth:`display_uint8` divided by 255.
+        """
+        if self.protocol == "medsam2":
+            return self.display_uint8(k).astype(np.float32) / np.float32(255.0)
         return np.ascontiguousarray(self.to_display(self.intensity(self.slice_array(k))))
+
+    def display_uint8(self, k: int) -> np.ndarray:
+        """Slice ``k`` as MedSAM2's CT script makes it, in display orientation: (R, C) uint8.
+
+        Clipped to the clip bounds, min-max of the clipped volume, times 255, truncated
+        (:func:`sam2_med.protocols.to_uint8`); ``protocol="medsam2"`` only.
+        """
+        if self.uint8_mapping is None:
+            raise ValueError("8-bit slices belong to the 'medsam2' protocol")
+        (lower, upper), (lo, hi) = self.uint8_mapping["clip"], self.uint8_mapping["minmax"]
+        u8 = to_uint8(self.slice_array(k), lower, upper, lo, hi)
+        return np.ascontiguousarray(self.to_display(u8))
 
     # -- frames -----------------------------------------------------------------------------
     def _resize(self, img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -281,10 +357,21 @@ class SliceStream:
         s = self.image_size
         if len(ks) == 0:
             return torch.empty(0, 3, s, s)
+        if self.protocol == "medsam2":
+            return self._frames_uint8(ks)
         disp = np.stack([self.display(k) for k in ks])[:, None]
         img = self._resize(torch.from_numpy(disp), (s, s))
         img = img.expand(-1, 3, -1, -1)
         return ((img - self._mean) / self._std).contiguous()
+
+    def _frames_uint8(self, ks: Sequence[int]) -> torch.Tensor:
+        """MedSAM2's frames: 8-bit slices resized by PIL, ``/ 255.0`` in float64, then ImageNet
+        normalisation in float64 with float32 constants, cast to float32 (what the script's
+        ``torch.from_numpy(...)`` and the predictor's ``.float()`` compute)."""
+        u8 = np.stack([resize_uint8(self.display_uint8(k), self.image_size) for k in ks])
+        img = torch.from_numpy(u8).to(torch.float64)[:, None] / 255.0
+        img = (img - self._mean.to(torch.float64)) / self._std.to(torch.float64)
+        return img.to(torch.float32).contiguous()
 
     # -- coordinates ------------------------------------------------------------------------
     def voxel_to_display(self, ijk: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -327,20 +414,36 @@ class SliceStream:
         return out
 
     def display_to_model_xy(self, row: np.ndarray, col: np.ndarray) -> np.ndarray:
-        """Display pixel centres -> model-input pixel ``(x, y)`` (N, 2) float64 (centres aligned)."""
+        """Display pixels -> model-input pixel ``(x, y)`` (N, 2) float64.
+
+        ``"sam2"``: pixel centres aligned, ``x = (c + 0.5) * S / C - 0.5``. ``"medsam2"``: as
+        MedSAM2's predictor normalises prompt coordinates, ``x = c * S / C``, ``y = r * S / R``.
+        """
         s = self.image_size
         rows, cols = self.display_shape
-        y = (np.asarray(row, dtype=np.float64) + 0.5) * (s / rows) - 0.5
-        x = (np.asarray(col, dtype=np.float64) + 0.5) * (s / cols) - 0.5
+        r = np.asarray(row, dtype=np.float64)
+        c = np.asarray(col, dtype=np.float64)
+        if self.protocol == "medsam2":
+            y, x = r / rows * s, c / cols * s
+        else:
+            y = (r + 0.5) * (s / rows) - 0.5
+            x = (c + 0.5) * (s / cols) - 0.5
         return np.stack([np.atleast_1d(x), np.atleast_1d(y)], axis=-1)
 
     def model_xy_to_display(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Model-input pixel ``(x, y)`` (N, 2) -> nearest display (row, col), int64, clipped."""
+        """Model-input pixel ``(x, y)`` (N, 2) -> nearest display (row, col), int64, clipped.
+
+        The inverse of :meth:`display_to_model_xy` on its results.
+        """
         xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
         s = self.image_size
         rows, cols = self.display_shape
-        r = np.floor((xy[:, 1] + 0.5) * (rows / s)).astype(np.int64)
-        c = np.floor((xy[:, 0] + 0.5) * (cols / s)).astype(np.int64)
+        if self.protocol == "medsam2":
+            r = np.floor(xy[:, 1] * (rows / s) + 0.5).astype(np.int64)
+            c = np.floor(xy[:, 0] * (cols / s) + 0.5).astype(np.int64)
+        else:
+            r = np.floor((xy[:, 1] + 0.5) * (rows / s)).astype(np.int64)
+            c = np.floor((xy[:, 0] + 0.5) * (cols / s)).astype(np.int64)
         return np.clip(r, 0, rows - 1), np.clip(c, 0, cols - 1)
 
     def voxel_to_model_xy(self, ijk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -37,8 +37,10 @@ Schema, version 1
         "slice_range": [lo, hi], "stop_after_empty": null, "max_slices": null,
         "encoder_batch": 1, "converge_after": null, "converge_iou": 0.98,
         "undo_depth": 50, "fill_hole_area": 8, "sprinkle_area": 0,
-        "reset_between_directions": false, "exact_mask_memory": true
-      },
+        "reset_between_directions": false, "exact_mask_memory": true,
+        "protocol": "sam2",           # "sam2" | "medsam2" (sam2_med.protocols); a log
+        "slice_layout": "radiological"  #   without them was made with "sam2" and
+      },                              #   "radiological", and replays so
       "events": [                     # in the order they happened
         {"op": "add_object", "label": 1, "name": "liver"},   # also a rename of label 1
         {"op": "prompt", "label": 1, "slice": 40,             # one Session.add_prompts call
@@ -95,7 +97,11 @@ _SESSION_KEYS = {
     "sprinkle_area",
     "reset_between_directions",
     "exact_mask_memory",
+    "protocol",
+    "slice_layout",
 }
+#: What a log written before protocols existed was made with.
+_LEGACY_PROTOCOL = {"protocol": "sam2", "slice_layout": "radiological"}
 
 
 def find_interactions(data: Any) -> dict[str, Any] | None:
@@ -156,9 +162,14 @@ class InteractionLog:
 
         return IntensityTransform(**self.data["session"]["window"])
 
+    @property
+    def protocol(self) -> str:
+        """The recorded protocol (``"sam2"`` for a log written before protocols existed)."""
+        return str(self.data["session"].get("protocol", _LEGACY_PROTOCOL["protocol"]))
+
     def session_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`~sam2_med.session.Session` that rebuild the session."""
-        s = dict(self.data["session"])
+        s = {**_LEGACY_PROTOCOL, **self.data["session"]}
         kw = {k: s[k] for k in _SESSION_KEYS if k in s and k not in ("axis", "window")}
         if kw.get("slice_range") is not None:
             kw["slice_range"] = tuple(kw["slice_range"])
@@ -281,6 +292,13 @@ def load_interactions(
     unknown = sorted(set(session) - _SESSION_KEYS)
     if unknown:
         raise _fail(f"unknown session setting(s) {unknown}", where)
+    from .protocols import PROTOCOLS, SLICE_LAYOUTS
+
+    for key, allowed in (("protocol", PROTOCOLS), ("slice_layout", SLICE_LAYOUTS)):
+        if key in session and session[key] not in allowed:
+            raise _fail(
+                f"session {key} must be one of {', '.join(allowed)}, got {session[key]!r}", where
+            )
     events = log.get("events")
     if not isinstance(events, list):
         raise _fail("'events' must be a list", where)

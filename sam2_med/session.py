@@ -45,13 +45,23 @@ frames and up to 16 object pointers). The run tracks its forward part first and 
 same state, its backward part, so the backward part sees the forward slices next to ``A`` as
 memory, exactly as Meta's predictor does when it propagates forward and then in reverse without
 a reset. MedSAM2's CT script resets the memory between the two directions instead
-(``reset_between_directions``, the default for the ``medsam2`` model).
+(``reset_between_directions``, part of the ``"medsam2"`` protocol).
 
-Post-processing is Meta's: small holes (``fill_hole_area`` = 8 low-resolution pixels) are
-filled in every output, computed with scipy (:mod:`sam2_med.postprocess`); a prompted slice's
-memory is encoded from its filled logits and a tracked slice's from its unfilled ones, as Meta
-does; small foreground sprinkles are removed from outputs only if ``sprinkle_area`` is set
-(Meta's video predictor never removes them).
+Protocols
+---------
+``protocol="sam2"`` (the default for every model that declares no other) is everything this
+docstring describes. ``protocol="medsam2"`` reproduces MedSAM2's published CT script
+(:mod:`sam2_med.protocols`): slices in SimpleITK's array layout, 8-bit frames resized by PIL,
+prompts mapped ``x * S / W``, a fresh memory bank for the backward pass, no hole filling except
+on CUDA, and the largest 3D connected component of each object in :meth:`Session.object_volume`
+and :meth:`Session.label_map`. A registered model declares its default protocol and the slice
+layout it was trained on (``protocol:`` and ``slice_layout:`` in its YAML file).
+
+Post-processing is Meta's (``"sam2"`` protocol): small holes (``fill_hole_area`` = 8
+low-resolution pixels) are filled in every output, computed with scipy
+(:mod:`sam2_med.postprocess`); a prompted slice's memory is encoded from its filled logits and a
+tracked slice's from its unfilled ones, as Meta does; small foreground sprinkles are removed from
+outputs only if ``sprinkle_area`` is set (Meta's video predictor never removes them).
 
 The deliberate departures from Meta's predictor are listed, with their reasons, in the
 :class:`Session` docstring and the README.
@@ -112,7 +122,13 @@ from .models.engine import (
     score_logits_of,
     score_of,
 )
-from .postprocess import FILL_HOLE_AREA, fill_holes, remove_sprinkles
+from .postprocess import fill_holes, remove_sprinkles
+from .protocols import (
+    check_protocol,
+    check_slice_layout,
+    default_fill_hole_area,
+    largest_component,
+)
 
 if TYPE_CHECKING:
     from transformers import Sam2VideoModel
@@ -302,15 +318,54 @@ def _as_loaded(model: Any) -> Any:
     return LoadedModel.from_module(model)
 
 
-def _model_resets_between_directions(loaded: Any) -> bool:
-    """MedSAM2's published CT script resets memory between directions; Meta's does not."""
-    from .models import get_spec
-    from .models.errors import UnknownModelError
+def _declared(loaded: Any) -> tuple[str | None, str | None]:
+    """The protocol and slice layout a model declares: the LoadedModel's own, else those of the
+    registered model of its name, else None."""
+    protocol = getattr(loaded, "protocol", None)
+    layout = getattr(loaded, "slice_layout", None)
+    if protocol is None or layout is None:
+        from .models import get_spec
+        from .models.errors import UnknownModelError
 
-    try:
-        return get_spec(str(loaded.name)).family == "medsam2"
-    except (UnknownModelError, ValueError, KeyError):
-        return False
+        try:
+            spec = get_spec(str(getattr(loaded, "name", "custom")))
+        except (UnknownModelError, ValueError, KeyError):
+            spec = None
+        if spec is not None:
+            protocol = protocol or spec.protocol
+            layout = layout or spec.slice_layout
+    return protocol, layout
+
+
+def resolve_protocol(
+    loaded: Any, protocol: str | None = None, slice_layout: str | None = None
+) -> tuple[str, str]:
+    """The protocol and slice layout a session uses with a model.
+
+    Parameters
+    ----------
+    loaded : LoadedModel
+    protocol, slice_layout : str, optional
+        Given explicitly (these win).
+
+    Returns
+    -------
+    (protocol, slice_layout)
+        ``protocol``: as given, else the model's declared one (:class:`LoadedModel`
+        ``protocol``, else its registry entry's), else ``"sam2"``. ``slice_layout``: as given,
+        else ``"sitk"`` under the ``"medsam2"`` protocol (MedSAM2's script does not reorient),
+        else the model's declared layout, else ``"radiological"``.
+
+    Raises
+    ------
+    ValueError
+        An unknown protocol or layout.
+    """
+    declared_protocol, declared_layout = _declared(loaded)
+    p = check_protocol(protocol or declared_protocol or "sam2")
+    if slice_layout is None:
+        slice_layout = "sitk" if p == "medsam2" else declared_layout or "radiological"
+    return p, check_slice_layout(slice_layout)
 
 
 def _ijk_list(a: np.ndarray) -> list[list[int]]:
@@ -385,10 +440,13 @@ class Session:
         Agreement threshold of ``converge_after``.
     undo_depth : int
         Interactions :meth:`undo` can take back.
-    fill_hole_area : int
+    fill_hole_area : int, optional
         Meta's hole filling: background regions of at most this many low-resolution pixels
-        inside an output become foreground (default 8, Meta's video-predictor setting; 0 turns
-        it off). Applied where Meta applies it (see the module docstring).
+        inside an output become foreground (0 turns it off). Applied where Meta applies it (see
+        the module docstring). None (default): the protocol's
+        (:func:`sam2_med.protocols.default_fill_hole_area`): 8, Meta's video-predictor setting;
+        under ``"medsam2"`` 8 on CUDA and 0 elsewhere, because MedSAM2 fills holes only with
+        its CUDA extension and its own code skips the step on a CPU.
     sprinkle_area : int
         Remove foreground regions of at most this many low-resolution pixels from outputs
         (Meta's image predictor's ``max_sprinkle_area``; default 0: off, as in Meta's video
@@ -397,11 +455,18 @@ class Session:
         Track the backward part of each run from a fresh memory bank (the anchors alone), as
         MedSAM2's CT inference script does (forward, ``reset_state``, prompt again, reverse).
         False: the backward part sees the forward slices next to the anchor, as Meta's
-        predictor does without a reset. None (default): True for the ``medsam2`` model, False
-        for every other.
+        predictor does without a reset. None (default): True under the ``"medsam2"``
+        protocol, False under ``"sam2"``.
     exact_mask_memory : bool
         True (default): a mask prompt's memory is encoded from the exact mask. False: from the
         mask brought to the low-resolution logits and back, as Meta's predictor does.
+    protocol : {"sam2", "medsam2"}, optional
+        The pipeline around the model (module docstring, :mod:`sam2_med.protocols`). None
+        (default): the model's declared one (``LoadedModel.protocol``, else its registry
+        entry's ``protocol``), else ``"sam2"``.
+    slice_layout : {"radiological", "sitk"}, optional
+        How slices become frames. None (default): ``"sitk"`` under ``"medsam2"``, else the
+        model's declared ``slice_layout``, else ``"radiological"``.
 
     Attributes
     ----------
@@ -412,6 +477,12 @@ class Session:
     n_slices : int
     stats : SessionStats
         Encoder/decoder counters for tests and benchmarks.
+    protocol, slice_layout : str
+        As resolved (see the parameters).
+    largest_component : bool
+        True under ``"medsam2"``: :meth:`object_volume` and :meth:`label_map` keep each
+        object's largest 3D connected component (26-neighbourhood); :meth:`mask` and the
+        propagated :class:`SliceResult` stay the model's per-slice output.
 
     Notes
     -----
@@ -436,10 +507,11 @@ class Session:
        never with the slice's own earlier memory; Meta decodes any click on a frame it has
        propagated through with memory, that frame's own earlier memory included. The result of
        refining a prompted slice then does not depend on whether a propagation ran in between.
-    5. **Frames stay in float.** Slices are resized with Meta's and MedSAM2's filter (PIL's
-       bicubic, antialiased, clipped to [0, 1] after each pass) computed in float; Meta and
-       MedSAM2 store frames as 8-bit images first, which rounds each pixel by up to 1/255. CT
-       intensities are never quantised here.
+    5. **Frames stay in float** (``"sam2"`` protocol). Slices are resized with Meta's and
+       MedSAM2's filter (PIL's bicubic, antialiased, clipped to [0, 1] after each pass)
+       computed in float; Meta and MedSAM2 store frames as 8-bit images first, which rounds
+       each pixel by up to 1/255. CT intensities are never quantised here (``"medsam2"`` does
+       quantise, as MedSAM2's script does).
 
     The interaction log replays in order rather than making the result order-independent: a
     correction on a tracked slice reads memory that exists only after a propagation, so the same
@@ -462,20 +534,28 @@ class Session:
         converge_after: int | None = None,
         converge_iou: float = 0.98,
         undo_depth: int = 50,
-        fill_hole_area: int = FILL_HOLE_AREA,
+        fill_hole_area: int | None = None,
         sprinkle_area: int = 0,
         reset_between_directions: bool | None = None,
         exact_mask_memory: bool = True,
+        protocol: str | None = None,
+        slice_layout: str | None = None,
     ) -> None:
         self.loaded = _as_loaded(model)
         self.model: Sam2VideoModel = self.loaded.model
+        self.protocol, self.slice_layout = resolve_protocol(self.loaded, protocol, slice_layout)
+        self.largest_component = self.protocol == "medsam2"
+        if fill_hole_area is None:
+            fill_hole_area = default_fill_hole_area(
+                self.protocol, torch.device(self.loaded.device).type
+            )
         if int(fill_hole_area) < 0 or int(sprinkle_area) < 0:
             raise ValueError("fill_hole_area and sprinkle_area must be >= 0")
         self.fill_hole_area = int(fill_hole_area)
         self.sprinkle_area = int(sprinkle_area)
         self.exact_mask_memory = bool(exact_mask_memory)
         if reset_between_directions is None:
-            reset_between_directions = _model_resets_between_directions(self.loaded)
+            reset_between_directions = self.protocol == "medsam2"
         self.reset_between_directions = bool(reset_between_directions)
         self.engine = Sam2Engine(
             self.model,
@@ -488,7 +568,14 @@ class Session:
                 f"image_size {image_size} differs from the model's input size {size}; the "
                 "model's configuration fixes it"
             )
-        self.stream = SliceStream(volume, axis=axis, intensity=window, image_size=size)
+        self.stream = SliceStream(
+            volume,
+            axis=axis,
+            intensity=window,
+            image_size=size,
+            layout=self.slice_layout,
+            protocol=self.protocol,
+        )
         self._window_requested = window  # for the run record ("auto", a preset, (c, w)...)
         self.volume = volume
         self.axis = self.stream.axis
@@ -869,6 +956,8 @@ class Session:
             "sprinkle_area": self.sprinkle_area,
             "reset_between_directions": self.reset_between_directions,
             "exact_mask_memory": self.exact_mask_memory,
+            "protocol": self.protocol,
+            "slice_layout": self.slice_layout,
         }
 
     def interactions(self) -> dict[str, Any]:
@@ -1204,12 +1293,37 @@ class Session:
         return None if rec is None else self._mask_of(rec)
 
     def object_volume(self, label: int) -> np.ndarray:
-        """(I, J, K) bool mask of one object alone (no exclusion between objects)."""
+        """(I, J, K) bool mask of one object alone (no exclusion between objects).
+
+        Under the ``"medsam2"`` protocol, the largest 3D connected component of the object's
+        slices (MedSAM2's script's last step, per object).
+        """
         out = np.zeros(self.volume.shape, bool)
         for k, rec in self._obj(label).results.items():
             if rec.area:
                 out[self.stream.slice_to_volume_index(k)] = self._mask_of(rec)
+        if self.largest_component:
+            out = self._largest_component(out)
         return out
+
+    def _largest_component(self, mask: np.ndarray) -> np.ndarray:
+        """The largest component, labelled in frame order (slice, frame row, frame column) as
+        the script labels its ``(k, j, i)`` array, so that a tie between equally large
+        components is broken as the script breaks it."""
+        o = self.stream.orientation
+        p, q = o.in_plane
+        order = (o.axis_index, q, p) if o.transpose else (o.axis_index, p, q)
+        stack = mask.transpose(order)
+        if o.flip_rows:
+            stack = stack[:, ::-1]
+        if o.flip_cols:
+            stack = stack[:, :, ::-1]
+        kept = largest_component(stack)
+        if o.flip_rows:
+            kept = kept[:, ::-1]
+        if o.flip_cols:
+            kept = kept[:, :, ::-1]
+        return np.ascontiguousarray(kept.transpose(np.argsort(order)))
 
     def label_map(self) -> LabelVolume:
         """All objects merged into one label map on the volume's grid.
@@ -1226,6 +1340,9 @@ class Session:
         dtype = np.uint8 if max(self._objects, default=0) <= 255 else np.uint16
         out = np.zeros(self.volume.shape, dtype)
         for label, obj in self._objects.items():
+            if self.largest_component:
+                out[self.object_volume(label) & (out == 0)] = label
+                continue
             for k, rec in obj.results.items():
                 if not rec.area:
                     continue
@@ -1241,8 +1358,9 @@ class Session:
 
         The same fields as :func:`sam2_med.segment`'s record where a session knows them:
         ``status`` (``"complete"``, or ``"partial"`` while slices are pending), the model
-        (:func:`sam2_med.api.model_record`), ``axis``, ``axis_index``, ``window`` as requested
-        and as applied (:func:`sam2_med.api.window_record`), ``image_notes`` and
+        (:func:`sam2_med.api.model_record`), the protocol (:meth:`protocol_record`), ``axis``,
+        ``axis_index``, ``window`` as requested and as applied
+        (:func:`sam2_med.api.window_record`), ``image_notes`` and
         ``interactions`` (:meth:`interactions`, what ``sam2-med segment IMAGE --prompts
         SIDECAR.json`` replays).
         """
@@ -1253,10 +1371,22 @@ class Session:
             **model_record(self.loaded),
             "axis": self.axis,
             "axis_index": int(self.axis_index),
+            **self.protocol_record(),
             "window": window_record(self._window_requested, self.stream.intensity, self.volume),
             "image_notes": list(self.volume.provenance.notes),
             "interactions": self.interactions(),
         }
+
+    def protocol_record(self) -> dict[str, Any]:
+        """What the run record says about the protocol: its name and slice layout, and under
+        ``"medsam2"`` the 8-bit mapping (clip bounds and the clipped volume's minimum and
+        maximum, in the volume's units) and the 3D post-processing."""
+        rec: dict[str, Any] = {"protocol": self.protocol, "slice_layout": self.slice_layout}
+        if self.stream.uint8_mapping is not None:
+            rec["protocol_uint8"] = dict(self.stream.uint8_mapping)
+        if self.largest_component:
+            rec["protocol_postprocess"] = "largest 3D connected component per object"
+        return rec
 
     def profile(self, label: int) -> SliceProfile:
         """Per-slice object score and mask area of one object (NaN where not computed)."""

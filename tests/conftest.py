@@ -28,6 +28,18 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+SHARED_FIXTURES = SHARED_DATA.parent / "fixtures"
+
+
+def shared_fixture(*parts: str) -> Path:
+    """Path under ../shared/fixtures (reference outputs of other projects' own code); skips the
+    calling test (with the reason) when it is absent."""
+    p = SHARED_FIXTURES.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"shared fixture absent: {p} (CI always has ../shared/fixtures)")
+    return p
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.exists():

@@ -51,6 +51,14 @@ class LoadedModel:
     arch_candidates
         Registered models whose architecture an unrecognised file fits (the assumed one first
         is not guaranteed; see ``arch_from``).
+    protocol
+        The protocol sessions use with this model unless told otherwise
+        (:mod:`sam2_med.protocols`): the one asked for when loading, else the declared one of
+        the registered model whose architecture it has. None: the registry entry of
+        :attr:`name`, else ``"sam2"`` (see :func:`sam2_med.session.resolve_protocol`).
+    slice_layout
+        The slice layout the model was trained on (the registered model's declaration), or
+        None (as for ``protocol``).
     """
 
     model: Sam2VideoModel
@@ -65,6 +73,8 @@ class LoadedModel:
     published: str | None = None
     arch_from: str = ""
     arch_candidates: tuple[str, ...] = ()
+    protocol: str | None = None
+    slice_layout: str | None = None
 
     @classmethod
     def from_module(

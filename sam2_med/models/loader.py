@@ -661,7 +661,11 @@ def _dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def _load_transformers_folder(
-    folder: Path, spec: ModelSpec | None, device: torch.device, dtype: torch.dtype
+    folder: Path,
+    spec: ModelSpec | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    protocol: str | None = None,
 ) -> LoadedModel:
     if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
         raise CheckpointError(
@@ -690,6 +694,8 @@ def _load_transformers_folder(
         dtype=dtype,
         licence=spec.licence_text if spec else _CUSTOM_LICENCE,
         source=str(folder),
+        protocol=protocol or (spec.protocol if spec else None),
+        slice_layout=spec.slice_layout if spec else None,
     )
 
 
@@ -702,6 +708,7 @@ def load_model(
     cache_dir: str | os.PathLike[str] | None = None,
     offline: bool | None = None,
     arch: Mapping[str, Any] | str | None = None,
+    protocol: str | None = None,
 ) -> LoadedModel:
     """Load a SAM 2 model for inference.
 
@@ -733,6 +740,11 @@ def load_model(
         model whatever its name; any other file gets the architecture of the registered model
         it fits (the one whose published file name it has, else the first in registry order),
         with a :class:`~sam2_med.errors.Sam2MedWarning` naming the assumption.
+    protocol
+        ``"sam2"`` or ``"medsam2"`` (:mod:`sam2_med.protocols`): the protocol sessions use
+        with this model unless told otherwise. None: the declared one of the registered model
+        whose architecture the file has (``name``, ``arch``, or the assumed one); a file
+        loaded with architecture keys declares none (``"sam2"``).
 
     Returns
     -------
@@ -751,6 +763,10 @@ def load_model(
         A file that is not a weights-only checkpoint, or keys/shapes that do not fit.
     UnknownModelError, DeviceUnavailableError
     """
+    if protocol is not None:
+        from ..protocols import check_protocol
+
+        check_protocol(protocol)
     dev, cdtype = _device(device), _dtype(dtype)
     spec = get_spec(name) if name is not None else None
     arch_spec = get_spec(arch) if isinstance(arch, str) else None  # arch="medsam2"
@@ -764,7 +780,7 @@ def load_model(
                     path,
                     cli="--arch applies to Meta-format files; a folder has its config.json",
                 )
-            return _load_transformers_folder(path, spec, dev, cdtype)
+            return _load_transformers_folder(path, spec, dev, cdtype, protocol)
         if not path.exists():
             raise WeightsNotFoundError("no such checkpoint file", path)
         check_regular_file(path, "checkpoint", CheckpointError)
@@ -798,6 +814,7 @@ def load_model(
     model = model.to(dev).eval()
     if spec is not None and spec.sha256 is None:
         source += " [no published checksum: unverified]"
+    declared = spec or arch_spec or choice.assumed  # the registered model it is built as
     return LoadedModel(
         model=model,
         name=spec.name if spec else "custom",
@@ -819,4 +836,6 @@ def load_model(
             else f"assumed: {choice.assumed.name}"  # type: ignore[union-attr]
         ),
         arch_candidates=tuple(s.name for s in choice.candidates),
+        protocol=protocol or (declared.protocol if declared else None),
+        slice_layout=declared.slice_layout if declared else None,
     )

@@ -30,8 +30,11 @@ Schema of a model file (``<name>.yaml``; a key not listed here is an error)::
     licence_text: "..."          # licence summary and where its full text is
     notes: ["..."]               # optional remarks for listings
     order: 10                    # optional sort key of listings (default 1000)
-    protocol: sam2               # optional: "sam2" (default) or "medsam2"
-    slice_layout: radiological   # optional: "radiological" (default) or "sitk"
+    protocol: sam2               # optional: "sam2" (default) or "medsam2", the protocol
+                                 #   sessions use with this model unless told otherwise
+    slice_layout: radiological   # optional: "radiological" (default) or "sitk", the layout of
+                                 #   the slices the model was trained on
+                                 #   (both: sam2_med.protocols)
 
 Shipped checksums are published ones: Meta's SAM 2 / SAM 2.1 digests as pinned by micro-sam
 (``micro_sam/v2/util.py``, ``HASHES``), which checks them on every download of
@@ -49,6 +52,7 @@ from typing import Any
 
 from ..config import Section, package_config_dir, package_dir, read_yaml, user_model_dir
 from ..errors import ConfigError
+from ..protocols import PROTOCOLS, SLICE_LAYOUTS
 from .arch import DEFAULT_ARCH, arch_to_config, complete_arch
 from .errors import UnknownModelError
 
@@ -62,12 +66,6 @@ __all__ = [
     "read_model_config",
     "reload_models",
 ]
-
-#: How prompts and memory are driven for a model (``protocol:`` in its YAML); the first is the
-#: default.
-PROTOCOLS: tuple[str, ...] = ("sam2", "medsam2")
-#: How slices are laid out as frames for a model (``slice_layout:``); the first is the default.
-SLICE_LAYOUTS: tuple[str, ...] = ("radiological", "sitk")
 
 _DEFAULT_ORDER = 1000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -132,9 +130,12 @@ class ModelSpec:
     notes
         Remarks for listings.
     protocol
-        One of :data:`PROTOCOLS` (default ``"sam2"``).
+        One of :data:`~sam2_med.protocols.PROTOCOLS` (default ``"sam2"``): the protocol a
+        session uses with this model unless told otherwise.
     slice_layout
-        One of :data:`SLICE_LAYOUTS` (default ``"radiological"``).
+        One of :data:`~sam2_med.protocols.SLICE_LAYOUTS` (default ``"radiological"``): the
+        layout of the slices the model was trained on, fed to it under the ``"sam2"`` protocol
+        (the ``"medsam2"`` protocol always uses ``"sitk"``).
     local_file
         Absolute path of weights that live on disk (shipped inside the package, or a user's
         own file) instead of being downloaded into the cache; None for downloaded models.

@@ -106,6 +106,19 @@ def _checkpoint_text(path: Path, model: Any) -> str:
     return f"{path.name} | {model.image_size} px | {what}"
 
 
+def _protocol_of(model: Any) -> tuple[str, str]:
+    """The protocol sessions will use with ``model`` (its declared one), and a line saying what
+    it is and its slice layout."""
+    from ..protocols import PROTOCOL_SUMMARY
+    from ..session import resolve_protocol
+
+    try:
+        protocol, layout = resolve_protocol(model)
+    except ValueError:  # a hand-made model record with an unknown protocol
+        return "sam2", "unknown"
+    return protocol, f"{protocol} ({PROTOCOL_SUMMARY[protocol]}), {layout} slice layout"
+
+
 def _checkpoint_status(path: Path, model: Any) -> str:
     """What a checkpoint file is, in the status line: published or not (and what that means),
     and where its architecture came from."""
@@ -567,8 +580,11 @@ class Sam2MedWidget(QWidget):
         else:
             status = f"loaded: {model.name}, {model.image_size} px, {device}"
         short = "its publisher's" if licence.startswith("unknown") else _first_sentence(licence)
-        self.model_status.setText(f"{status}; licence: {short}")
-        self.model_status.setToolTip(f"licence: {licence}")
+        protocol, how = _protocol_of(model)
+        # sessions use the model's declared protocol; a non-default one is said in the status
+        shown = "" if protocol == "sam2" else f"; {protocol} protocol"
+        self.model_status.setText(f"{status}{shown}; licence: {short}")
+        self.model_status.setToolTip(f"licence: {licence}\nprotocol: {how}")
         self.clear_error()
         self._update_enabled()
 
@@ -1414,6 +1430,7 @@ def _model_choices() -> list[tuple[str | None, str, str]]:
     The last entry (name ``None``) stands for a checkpoint file of any architecture.
     """
     from ..models import cached_weights, get_spec, list_models
+    from ..protocols import PROTOCOL_SUMMARY
 
     try:
         cached = {e.name: e.status for e in cached_weights()}
@@ -1425,7 +1442,8 @@ def _model_choices() -> list[tuple[str | None, str, str]]:
         status = cached.get(name)
         weights = f"weights: {status}" if status else "weights: not downloaded"
         text = f"{name} | {spec.size}, {spec.image_size} px | {spec.licence} | {weights}"
-        out.append((name, text, spec.licence_text))
+        how = f"{spec.protocol} ({PROTOCOL_SUMMARY[spec.protocol]})"
+        out.append((name, text, f"{spec.licence_text}\nprotocol: {how}"))
     out.append((None, "custom checkpoint file…", "the licence of whoever published the file"))
     return out
 

@@ -101,7 +101,9 @@ def test_shipped_models_come_from_package_yaml_files() -> None:
         spec = get_spec(name)
         assert spec.config_file == folder / f"{name}.yaml"
         assert registry.read_model_config(spec.config_file) == spec  # full check incl. build
-        assert (spec.protocol, spec.slice_layout, spec.local_file) == ("sam2", "radiological", None)
+        # MedSAM2's reported results come from its published CT script (issue 16)
+        declared = ("medsam2", "sitk") if name == "medsam2" else ("sam2", "radiological")
+        assert (spec.protocol, spec.slice_layout, spec.local_file) == (*declared, None)
         config = arch_to_config(spec.arch_dict())
         assert config.image_size == spec.image_size
 
@@ -136,6 +138,10 @@ def test_user_yaml_registers_a_model_in_process(user_dir, tiny_pt, tmp_path, cap
     lm = load_model("my_tiny", cache_dir=cache, offline=True)
     assert (lm.name, lm.image_size, lm.licence) == ("my_tiny", 128, spec.licence_text)
     assert str(tiny_pt) in lm.source and not cache.exists()
+    # sessions use the declared protocol and layout unless another protocol is asked for
+    assert (lm.protocol, lm.slice_layout) == ("medsam2", "sitk")
+    asked = load_model("my_tiny", cache_dir=cache, offline=True, protocol="sam2")
+    assert (asked.protocol, asked.slice_layout) == ("sam2", "sitk")
     (entry,) = [e for e in cached_weights(cache) if e.name == "my_tiny"]
     assert (entry.path, entry.status) == (tiny_pt, "local file")
     (entry,) = [e for e in verify_cache(cache) if e.name == "my_tiny"]
