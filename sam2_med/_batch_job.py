@@ -37,14 +37,16 @@ class ModelChoice:
     device : str
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``. On a Dask worker a bare ``"cuda"``
         is bound to one GPU per worker (see :func:`sam2_med.dask_batch.worker_device`).
-    dtype : {"float32", "bfloat16"}
+    dtype : {"auto", "float32", "bfloat16"}
+        The precision policy (:mod:`sam2_med.models.precision`); ``"auto"`` is resolved where
+        the model is loaded, so each worker picks what its own device computes natively.
     """
 
     name: str | None = None
     checkpoint: str | None = None
     arch_json: str | None = None
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = "auto"
 
     @classmethod
     def of(
@@ -54,7 +56,7 @@ class ModelChoice:
         checkpoint: str | os.PathLike[str] | None = None,
         arch: Any = None,
         device: str = "cpu",
-        dtype: str = "float32",
+        dtype: str = "auto",
     ) -> ModelChoice:
         """Build from the arguments of :func:`sam2_med.api.segment` (``arch``: a mapping or a
         JSON file, read here)."""
@@ -94,7 +96,7 @@ class ModelChoice:
             name,
             checkpoint=self.checkpoint,
             device=device or self.device,
-            dtype=self.dtype,
+            precision=self.dtype,
             arch=arch,
         )
 
