@@ -407,6 +407,11 @@ class Session:
     exact_mask_memory : bool
         True (default): a mask prompt's memory is encoded from the exact mask. False: from the
         mask brought to the low-resolution logits and back, as Meta's predictor does.
+    batch_objects : bool
+        True (default): the objects tracked on a slice go through memory attention, the mask
+        decoder and the memory encoder as one batch (each with its own memory bank; objects
+        whose banks hold different numbers of tokens form separate batches). False: one
+        object after the other. The results are the same either way.
 
     Attributes
     ----------
@@ -471,6 +476,7 @@ class Session:
         sprinkle_area: int = 0,
         reset_between_directions: bool | None = None,
         exact_mask_memory: bool = True,
+        batch_objects: bool = True,
     ) -> None:
         self.loaded = _as_loaded(model)
         self.model: Sam2VideoModel = self.loaded.model
@@ -479,6 +485,7 @@ class Session:
         self.fill_hole_area = int(fill_hole_area)
         self.sprinkle_area = int(sprinkle_area)
         self.exact_mask_memory = bool(exact_mask_memory)
+        self.batch_objects = bool(batch_objects)
         if reset_between_directions is None:
             reset_between_directions = _model_resets_between_directions(self.loaded)
         self.reset_between_directions = bool(reset_between_directions)
@@ -1160,15 +1167,37 @@ class Session:
                     self._cache.ensure(self._ahead(runs, k, d))
             except Interrupted:
                 return
+            if self.batch_objects and len(work) > 1:
+                # every object on this slice in one batch through the model
+                try:
+                    with self.engine.interruptible(cancel), self._compute():
+                        outs = self.engine.track_many(
+                            [self._state_for(run, d) for run in work], k, reverse=d < 0
+                        )
+                except Interrupted:
+                    return
+                accepted = 0
+                try:
+                    for n, (run, out) in enumerate(zip(work, outs, strict=True)):
+                        if n and stop():
+                            return
+                        res = self._accept_step(run, k, d, out)
+                        accepted = n + 1
+                        yield res
+                finally:
+                    # stopped part-way through the slice: the objects whose result was not
+                    # accepted forget it, and compute it again on resume
+                    self._rewind(work[accepted:], k)
+                continue
             for n, run in enumerate(work):
                 if n and stop():
                     return
                 try:
-                    with self.engine.interruptible(cancel):
-                        res = self._track_step(run, k, d)
+                    with self.engine.interruptible(cancel), self._compute():
+                        out = self.engine.track(self._state_for(run, d), k, reverse=d < 0)
                 except Interrupted:
                     return
-                yield res
+                yield self._accept_step(run, k, d, out)
 
     def _skip(self, run: _Run, k: int, d: int) -> bool | None:
         """Take a step that a stop rule decides without the model; None: the model must run."""
@@ -1193,17 +1222,25 @@ class Session:
                     want.add(s)
         return sorted(want, key=lambda s: s * d)[: self.encoder_batch]
 
-    def _track_step(self, run: _Run, k: int, d: int) -> SliceResult:
-        """Track one object on slice ``k`` (its features cached) and accept the result."""
-        obj = self._objects[run.label]
+    def _state_for(self, run: _Run, d: int) -> TrackingState:
+        """The run's memory bank for a step in direction ``d`` (a fresh one when needed)."""
         if run.state is None or (
             self.reset_between_directions and d < 0 and run.state_direction > 0
         ):
             # a fresh bank of the anchors (MedSAM2's reset between directions)
-            run.state = self._new_state(obj)
+            run.state = self._new_state(self._objects[run.label])
         run.state_direction = d
-        with self._compute():
-            out = self.engine.track(run.state, k, reverse=d < 0)
+        return run.state
+
+    def _rewind(self, runs: list[_Run], k: int) -> None:
+        """Forget slice ``k`` in the banks of runs whose result there was not accepted."""
+        for run in runs:
+            run.state.tracked.pop(k, None)
+            run.state.directions.pop(k, None)
+
+    def _accept_step(self, run: _Run, k: int, d: int, out: FrameOutput) -> SliceResult:
+        """Accept one object's tracked output on slice ``k`` and advance its run."""
+        obj = self._objects[run.label]
         self.stats.decoded_slices.append(k)
         self.stats.decoded.append((obj.label, k))
         old = obj.results.get(k)

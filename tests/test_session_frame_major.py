@@ -45,6 +45,12 @@ def test_encoder_runs_once_per_slice_for_all_objects_with_a_tiny_cache(model) ->
     many = _session(model, vol, [1, 2, 3], memory_budget_mb=TINY_CACHE_MB)
     many.stats.reset()
     together = _logits(many)
+    one_by_one = _logits(
+        _session(model, vol, [1, 2, 3], memory_budget_mb=TINY_CACHE_MB, batch_objects=False)
+    )
+    assert one_by_one.keys() == together.keys()
+    for key, logits in one_by_one.items():
+        np.testing.assert_allclose(together[key], logits, rtol=0, atol=1e-6)
     # one encoder call per slice for three objects; object by object it was 3 x 23
     assert many.stats.encoder_calls == 23 and many.stats.encoder_batches == 23
     assert len(many.stats.decoded) == 3 * 23
@@ -91,14 +97,15 @@ class _Spy:
         self._h.remove()
 
 
-def test_cancel_inside_a_slice_stops_before_the_slice_ends(model) -> None:
+@pytest.mark.parametrize("batch", [False, True])
+def test_cancel_inside_a_slice_stops_before_the_slice_ends(model, batch) -> None:
     vol = _volume()
     ref = _logits(_session(model, vol, [1, 2]))
     m = model.model
-    s = _session(model, vol, [1, 2])
+    s = _session(model, vol, [1, 2], batch_objects=batch)
     s._cache.ensure(range(24))  # features cached: a slice is memory attention + decoder + memory
-    # the cancel turns True when the 5th memory attention starts (slice 15, object 1)
-    spy = _Spy(m.memory_attention, fire_at=5)
+    # the cancel turns True when slice 15's memory attention starts (object 1's, or both's)
+    spy = _Spy(m.memory_attention, fire_at=3 if batch else 5)
     decoder = _Spy(m.mask_decoder)
     results = []
     try:
@@ -107,9 +114,9 @@ def test_cancel_inside_a_slice_stops_before_the_slice_ends(model) -> None:
     finally:
         spy.remove()
         decoder.remove()
-    # 4 steps finished; the 5th stopped inside memory attention: its decoder never ran
+    # two slices finished; the third stopped inside memory attention: its decoder never ran
     assert results == [(1, 13), (2, 13), (1, 14), (2, 14)]
-    assert spy.calls == 5 and decoder.calls == 4
+    assert decoder.calls == (2 if batch else 4)
     assert s.pending() == 2 * 23 - 4
     assert s.interactions()["events"][-1] == {"op": "propagate", "slices": 4, "complete": False}
     # the interrupted step left no trace: resuming gives what an uninterrupted run gives
@@ -117,6 +124,27 @@ def test_cancel_inside_a_slice_stops_before_the_slice_ends(model) -> None:
     assert set(rest) | {(lab, k) for lab, k in results} == set(ref)
     assert len(s.stats.decoded) == 2 + 2 * 23  # the two prompts, and nothing decoded twice
     for key, logits in rest.items():
+        np.testing.assert_allclose(logits, ref[key], rtol=0, atol=1e-6)
+
+
+def test_stopping_between_the_objects_of_a_batch(model) -> None:
+    """A caller that stops after object 1's result on a slice: object 2's result there, computed
+    in the same batch, is forgotten and computed again on resume, to the same values."""
+    vol = _volume()
+    ref = _logits(_session(model, vol, [1, 2]))
+    s = _session(model, vol, [1, 2])
+    got = {}
+    for r in s.propagate():
+        lab = next(iter(r.masks))
+        got[(lab, r.slice_index)] = r.logits[lab]
+        if len(got) == 3:  # (1, 13), (2, 13), (1, 14)
+            break
+    assert s.pending() == 2 * 23 - 3
+    for r in s.propagate():
+        lab = next(iter(r.masks))
+        got[(lab, r.slice_index)] = r.logits[lab]
+    assert got.keys() == ref.keys()
+    for key, logits in got.items():
         np.testing.assert_allclose(logits, ref[key], rtol=0, atol=1e-6)
 
 
