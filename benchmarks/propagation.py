@@ -394,14 +394,14 @@ def worker_latency(args: argparse.Namespace) -> dict:
     for i in range(3):
         other = s.add_object(f"latency {i}")
         t = time.perf_counter()
-        s.add_points(other, [click(k_mid + 2)], [1])
+        s.add_points(other, [click(min(s.n_slices - 1, k_mid + 1))], [1])
         times.append(time.perf_counter() - t)
     out["click_preview_s"] = min(times)
     # a correction click on a tracked slice: decoded with the memory around it (re-encoded)
     times = []
-    for d in (3, 5, 7):
+    for k in sorted({max(0, k_mid - d) for d in (2, 3, 4)} - {k_mid}):
         t = time.perf_counter()
-        s.add_points(lab, [click(k_mid + d)], [1])
+        s.add_points(lab, [click(k)], [1])
         times.append(time.perf_counter() - t)
     out["correction_click_s"] = min(times)
     out["correction_memory_slices"] = len(s.stats.correction_memory[-1][2])
@@ -873,6 +873,18 @@ def _variants(args, ses: dict, rows: list, report: dict, tmp: Path) -> None:
     variants = report.setdefault("variants", {})
     for prec in ("float32", "bfloat16"):
         if prec == ses["precision"]["applied"]:
+            continue
+        if (
+            prec == "bfloat16"
+            and report["peak"]["bfloat16"]["gflops"] < 0.2 * (report["peak"]["float32"]["gflops"])
+        ):
+            rows.append(
+                (
+                    "bfloat16 forced",
+                    "skipped: this machine's bfloat16 peak is under a fifth of float32's "
+                    "(emulated); the session would take hours",
+                )
+            )
             continue
         v = _run_worker("session", args, precision=prec, save_masks=tmp / f"s2m_bench_{prec}.npy")
         variants[prec] = v
