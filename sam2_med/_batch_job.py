@@ -37,7 +37,9 @@ class ModelChoice:
     device : str
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``. On a Dask worker a bare ``"cuda"``
         is bound to one GPU per worker (see :func:`sam2_med.dask_batch.worker_device`).
-    dtype : {"float32", "bfloat16"}
+    dtype : {"auto", "float32", "bfloat16"}
+        The precision policy (:mod:`sam2_med.models.precision`); ``"auto"`` is resolved where
+        the model is loaded, so each worker picks what its own device computes natively.
     protocol : {"sam2", "medsam2"} or None
         The protocol asked for (:mod:`sam2_med.protocols`); None: the model's declared one. A
         replayed session uses its recorded protocol and refuses another asked for.
@@ -47,7 +49,7 @@ class ModelChoice:
     checkpoint: str | None = None
     arch_json: str | None = None
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = "auto"
     protocol: str | None = None
 
     @classmethod
@@ -58,7 +60,7 @@ class ModelChoice:
         checkpoint: str | os.PathLike[str] | None = None,
         arch: Any = None,
         device: str = "cpu",
-        dtype: str = "float32",
+        dtype: str = "auto",
         protocol: str | None = None,
     ) -> ModelChoice:
         """Build from the arguments of :func:`sam2_med.api.segment` (``arch``: a mapping or a
@@ -101,7 +103,7 @@ class ModelChoice:
             name,
             checkpoint=self.checkpoint,
             device=device or self.device,
-            dtype=self.dtype,
+            precision=self.dtype,
             arch=arch,
             protocol=self.protocol,
         )

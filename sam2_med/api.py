@@ -279,7 +279,8 @@ def _load_model(
     checkpoint: str | os.PathLike[str] | None,
     arch: Any,
     device: str,
-    dtype: str,
+    precision: str | None = None,
+    dtype: str | None = None,
 ) -> LoadedModel:
     from .models import LoadedModel
 
@@ -291,7 +292,9 @@ def _load_model(
 
     if model is None and checkpoint is None:
         model = DEFAULT_MODEL
-    return load_model(model, checkpoint=checkpoint, device=device, dtype=dtype, arch=arch)
+    return load_model(
+        model, checkpoint=checkpoint, device=device, precision=precision, dtype=dtype, arch=arch
+    )
 
 
 def segment(
@@ -304,7 +307,8 @@ def segment(
     axis: str | None = None,
     window: Any = None,
     device: str = "cpu",
-    dtype: str = "float32",
+    precision: str | None = None,
+    dtype: str | None = None,
     series_uid: str | None = None,
     index: int | None = None,
     progress: ProgressFn | None = None,
@@ -350,7 +354,13 @@ def segment(
         transform when replaying a session.
     device : str
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``. Never chosen for you.
-    dtype : {"float32", "bfloat16"}
+    precision : {"auto", "float32", "bfloat16"}, optional
+        Default (None) ``"auto"``: bfloat16 autocast where the device computes bfloat16 natively (CUDA with
+        bf16 support; CPUs with AMX-BF16 or AVX512-BF16), float32 elsewhere. The run record
+        says what was requested and what ran (``record["precision"]``). Ignored when ``model``
+        is a LoadedModel (it carries its own).
+    dtype : {"float32", "bfloat16"}, optional
+        Older name of ``precision``.
     series_uid : str, optional
         Which series to read from a DICOM folder holding several.
     index : int, optional
@@ -384,7 +394,9 @@ def segment(
     _check_replay_options(prompt_set, axis=axis, window=window, protocol=protocol)
     if isinstance(arch, (str, os.PathLike)):
         arch = resolve_arch(arch)
-    loaded = _load_model(model, checkpoint=checkpoint, arch=arch, device=device, dtype=dtype)
+    loaded = _load_model(
+        model, checkpoint=checkpoint, arch=arch, device=device, precision=precision, dtype=dtype
+    )
     return segment_volume(
         volume,
         prompt_set,
@@ -651,7 +663,18 @@ def model_record(model: Any) -> dict[str, Any]:
         "model_image_size": getattr(model, "image_size", None),
         "model_arch_from": getattr(model, "arch_from", None) or None,
         "model_arch": None if arch is None else dict(arch),
+        "precision": precision_record(model),
     }
+
+
+def precision_record(model: Any) -> dict[str, str]:
+    """The model's precision as requested and as applied (``{"requested", "applied",
+    "reason"}``); a model wrapped without a policy records its dtype as forced."""
+    prec = getattr(model, "precision", None)
+    if prec is not None:
+        return prec.record()
+    dtype = str(getattr(model, "dtype", "float32")).replace("torch.", "")
+    return {"requested": dtype, "applied": dtype, "reason": "given as a dtype"}
 
 
 def window_record(window: Any, applied: Any, volume: Volume) -> dict[str, Any]:

@@ -447,7 +447,7 @@ def run(
     checkpoint: str | os.PathLike[str] | None = None,
     arch: Mapping[str, Any] | str | os.PathLike[str] | None = None,
     device: str = "cpu",
-    dtype: str = "float32",
+    dtype: str = "auto",
     axis: str | None = None,
     window: Any = None,
     overwrite: bool = False,

@@ -158,10 +158,14 @@ def _add_model(p: argparse.ArgumentParser) -> None:
         "--device", default="cpu", help="cpu (default), cuda, cuda:N or mps; never chosen for you"
     )
     g.add_argument(
+        "--precision",
         "--dtype",
-        default="float32",
-        choices=("float32", "bfloat16"),
-        help="compute precision (default float32)",
+        dest="dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16"),
+        help="compute precision: auto (default) runs bfloat16 where the device computes it "
+        "natively (CUDA with bf16, CPUs with AMX-BF16 or AVX512-BF16) and float32 elsewhere; "
+        "--dtype is its older name",
     )
     g.add_argument(
         "--protocol",
@@ -630,7 +634,7 @@ def _load_model(args: argparse.Namespace, out: _Out) -> Any:
         name,
         checkpoint=args.checkpoint,
         device=args.device,
-        dtype=args.dtype,
+        precision=args.dtype,
         arch=arch,
         protocol=getattr(args, "protocol", None),
     )

@@ -68,9 +68,13 @@ The deliberate departures from Meta's predictor are listed, with their reasons, 
 
 Several objects
 ---------------
-Objects are tracked independently (SAM 2 tracks each object with its own memory). The label map
-resolves overlaps by **first object added wins**: a voxel claimed by several objects goes to the
-one added earliest with :meth:`Session.add_object`; a later object takes only unclaimed voxels.
+Objects are tracked independently (SAM 2 tracks each object with its own memory), but
+together: propagation is frame-major (:meth:`Session.propagate`), one sweep up the slices for
+every forward stretch and one down for every backward stretch, so a slice's image features are
+computed once for all the objects on it, whatever their number and the size of the feature
+cache. The label map resolves overlaps by **first object added wins**: a voxel claimed by
+several objects goes to the one added earliest with :meth:`Session.add_object`; a later object
+takes only unclaimed voxels.
 
 Cost
 ----
@@ -115,6 +119,7 @@ from .frames import SliceStream
 from .labels import RUN_RECORD_KEY, LabelVolume
 from .models.engine import (
     FrameOutput,
+    Interrupted,
     Sam2Engine,
     TrackingState,
     logits_of,
@@ -467,6 +472,11 @@ class Session:
     slice_layout : {"radiological", "sitk"}, optional
         How slices become frames. None (default): ``"sitk"`` under ``"medsam2"``, else the
         model's declared ``slice_layout``, else ``"radiological"``.
+    batch_objects : bool
+        True (default): the objects tracked on a slice go through memory attention, the mask
+        decoder and the memory encoder as one batch (each with its own memory bank; objects
+        whose banks hold different numbers of tokens form separate batches). False: one
+        object after the other. The results are the same either way.
 
     Attributes
     ----------
@@ -540,6 +550,7 @@ class Session:
         exact_mask_memory: bool = True,
         protocol: str | None = None,
         slice_layout: str | None = None,
+        batch_objects: bool = True,
     ) -> None:
         self.loaded = _as_loaded(model)
         self.model: Sam2VideoModel = self.loaded.model
@@ -554,6 +565,7 @@ class Session:
         self.fill_hole_area = int(fill_hole_area)
         self.sprinkle_area = int(sprinkle_area)
         self.exact_mask_memory = bool(exact_mask_memory)
+        self.batch_objects = bool(batch_objects)
         if reset_between_directions is None:
             reset_between_directions = self.protocol == "medsam2"
         self.reset_between_directions = bool(reset_between_directions)
@@ -610,7 +622,7 @@ class Session:
         )
         self._objects: dict[int, _Object] = {}
         self._history: list[tuple[int, tuple]] = []
-        self._suspended: _Run | None = None
+        self._suspended: list[_Run] = []  # runs a cancel left unfinished (with their banks)
         self._n_mem = self.engine.num_maskmem - 1  # non-conditioning memory frames read
         self._n_ptr = self.engine.max_object_pointers - 1  # non-cond pointers read
         self._events: list[dict[str, Any]] = []
@@ -657,8 +669,7 @@ class Session:
         self._obj(label)
         del self._objects[int(label)]
         self._history = [(lab, s) for lab, s in self._history if lab != int(label)]
-        if self._suspended is not None and self._suspended.label == int(label):
-            self._suspended = None
+        self._suspended = [r for r in self._suspended if r.label != int(label)]
         self._events.append({"op": "remove_object", "label": int(label)})
 
     def anchors(self, label: int) -> tuple[int, ...]:
@@ -930,8 +941,7 @@ class Session:
             if obj is None:
                 continue
             obj.restore(snap)
-            if self._suspended is not None and self._suspended.label == label:
-                self._suspended = None
+            self._suspended = [r for r in self._suspended if r.label != label]
             return True
         return False
 
@@ -1156,18 +1166,27 @@ class Session:
 
         The first call covers the whole range (subject to the stop rules); after a new prompt
         on slice ``j`` only the slices nearer to ``j`` than to its neighbouring anchors are
-        re-run, from ``j`` outward (see the module docstring). Objects are processed in the
-        order they were added, each anchor's run forward first, then backward.
+        re-run, from ``j`` outward (see the module docstring).
+
+        Propagation is **frame-major**: one sweep up the slices steps every object's forward
+        stretches together, then one sweep down steps the backward stretches, so each slice's
+        image features are computed once for all objects on it (once per sweep: when objects'
+        anchors differ, a slice between them is in both sweeps and is encoded again only if
+        the feature cache dropped it meanwhile). On each slice the objects are stepped in the
+        order they were added, each with its own memory bank; results are those of tracking
+        every object alone.
 
         Parameters
         ----------
         cancel : callable, optional
-            Polled before each slice; returning True stops propagation there. The session stays
-            consistent and the next call resumes the unfinished part without recomputing what
-            was done.
+            Polled before each slice and object, and while the model runs, before each block
+            of the image encoder and each module of tracking (memory attention, mask decoder,
+            memory encoder); returning True stops propagation there, within one module's
+            time. A model call stopped half-way leaves no trace. The session stays consistent
+            and the next call resumes the unfinished part without recomputing what was done.
         progress : callable, optional
-            ``progress(done, total)`` after each slice; ``total`` counts the slices planned in
-            this call (a stop rule may end a run early, and ``done`` then jumps).
+            ``progress(done, total)`` after each slice result; ``total`` counts the slice steps
+            planned in this call (a stop rule may end a run early, and ``done`` then jumps).
 
         Yields
         ------
@@ -1182,93 +1201,162 @@ class Session:
         event = {"op": "propagate", "slices": 0, "complete": False}
         self._events.append(event)
         runs: list[_Run] = []
-        resumed: set[int] = set()
-        if self._suspended is not None:
-            run = self._suspended
-            self._suspended = None
+        resumed: dict[int, set[int]] = {}
+        for run in self._suspended:
             obj = self._objects.get(run.label)
-            if obj is not None and obj.generation == run.generation:
+            if obj is not None and obj.generation == run.generation and run.pos < len(run.steps):
                 runs.append(run)
-                resumed = {s for s, _ in run.steps[run.pos :]}
+                resumed.setdefault(run.label, set()).update(s for s, _ in run.steps[run.pos :])
+        self._suspended = []
         for obj in self._objects.values():
             if obj.dirty:
-                exclude = resumed if runs and runs[0].label == obj.label else set()
-                runs.extend(self._plan(obj, exclude))
+                runs.extend(self._plan(obj, resumed.get(obj.label, set())))
+        start = [r.pos for r in runs]
         total = sum(len(r.steps) - r.pos for r in runs)
-        done = 0
-        for run in runs:
-            start = run.pos
-            gen = self._step_run(run, cancel)
-            try:
-                for res in gen:
-                    event["slices"] += 1
-                    if progress is not None:
-                        progress(done + run.pos - start, total)
-                    yield res
-            finally:
-                if run.pos < len(run.steps):  # cancelled, or the caller stopped iterating
-                    gen.close()
-                    self._suspended = run
-            if run.pos < len(run.steps):
-                return
-            done += run.pos - start
+        gen = self._sweep(runs, cancel)
+        try:
+            for res in gen:
+                event["slices"] += 1
+                if progress is not None:
+                    progress(sum(r.pos - p for r, p in zip(runs, start, strict=True)), total)
+                yield res
+        finally:
+            gen.close()  # the caller stopped iterating: suspend where the last result left off
+            self._suspended = [r for r in runs if r.pos < len(r.steps)]
+        if self._suspended:
+            return
         event["complete"] = True
         if progress is not None and total:
             progress(total, total)
 
-    def _step_run(self, run: _Run, cancel: Callable[[], bool] | None) -> Iterator[SliceResult]:
-        obj = self._objects[run.label]
-        while run.pos < len(run.steps):
+    def _sweep(self, runs: list[_Run], cancel: Callable[[], bool] | None) -> Iterator[SliceResult]:
+        """Step the runs frame-major: the forward steps of all runs in ascending slice order,
+        then the backward steps in descending order; on a slice, objects in priority order."""
+        order = {lab: i for i, lab in enumerate(self._objects)}
+        runs = sorted(runs, key=lambda r: (order.get(r.label, len(order)), r.anchor))
+        stop = cancel if cancel is not None else (lambda: False)
+        while True:
             # cancel is polled before anything of a step happens, so a cancel and a caller that
             # stops iterating after the same result leave the session in the same state
-            if cancel is not None and cancel():
+            if stop():
                 return
-            k, d = run.steps[run.pos]
-            if d in run.stopped:
-                obj.results[k] = self._empty(d)
-                obj.dirty.discard(k)
-                run.pos += 1
+            pending = [r for r in runs if r.pos < len(r.steps)]
+            if not pending:
+                return
+            up = [r for r in pending if r.steps[r.pos][1] > 0]
+            d = 1 if up else -1
+            pick = min if up else max
+            k = pick(r.steps[r.pos][0] for r in (up or pending))
+            group = [r for r in pending if r.steps[r.pos] == (k, d)]
+            work = [r for r in group if self._skip(r, k, d) is None]
+            if not work:
                 continue
-            if d in run.converged:  # the accepted result stands
-                obj.dirty.discard(k)
-                run.pos += 1
+            try:
+                with self.engine.interruptible(cancel):
+                    self._cache.ensure(self._ahead(runs, k, d))
+            except Interrupted:
+                return
+            if self.batch_objects and len(work) > 1:
+                # every object on this slice in one batch through the model
+                try:
+                    with self.engine.interruptible(cancel), self._compute():
+                        outs = self.engine.track_many(
+                            [self._state_for(run, d) for run in work], k, reverse=d < 0
+                        )
+                except Interrupted:
+                    return
+                accepted = 0
+                try:
+                    for n, (run, out) in enumerate(zip(work, outs, strict=True)):
+                        if n and stop():
+                            return
+                        res = self._accept_step(run, k, d, out)
+                        accepted = n + 1
+                        yield res
+                finally:
+                    # stopped part-way through the slice: the objects whose result was not
+                    # accepted forget it, and compute it again on resume
+                    self._rewind(work[accepted:], k)
                 continue
-            if run.state is None or (
-                self.reset_between_directions and d < 0 and run.state_direction > 0
-            ):
-                # a fresh bank of the anchors (MedSAM2's reset between directions)
-                run.state = self._new_state(obj)
-            run.state_direction = d
-            ahead = [s for s, dd in run.steps[run.pos : run.pos + self.encoder_batch] if dd == d]
-            self._cache.ensure(ahead)
-            with self._compute():
-                out = self.engine.track(run.state, k, reverse=d < 0)
-            self.stats.decoded_slices.append(k)
-            self.stats.decoded.append((obj.label, k))
-            old = obj.results.get(k)
-            rec, logits, mask = self._accept(out, d)
-            obj.results[k] = rec
-            obj.dirty.discard(k)
-            self._prune(run, k, d)
-            run.pos += 1
-            if self.converge_after is not None:
-                agree = old is not None and math.isfinite(old.score) and self._agrees(mask, old)
-                run.agree_run[d] = run.agree_run[d] + 1 if agree else 0
-                if run.agree_run[d] >= self.converge_after:
-                    run.converged.add(d)
-            if self.stop_after_empty is not None:
-                run.empty_run[d] = run.empty_run[d] + 1 if rec.score <= 0 else 0
-                if run.empty_run[d] >= self.stop_after_empty:
-                    run.stopped.add(d)
-            yield SliceResult(
-                k,
-                {obj.label: mask},
-                {obj.label: rec.score},
-                {obj.label: rec.area},
-                {obj.label: logits.numpy().copy()},
-                d,
-            )
-        run.state = None  # the run is over: free its memory bank
+            for n, run in enumerate(work):
+                if n and stop():
+                    return
+                try:
+                    with self.engine.interruptible(cancel), self._compute():
+                        out = self.engine.track(self._state_for(run, d), k, reverse=d < 0)
+                except Interrupted:
+                    return
+                yield self._accept_step(run, k, d, out)
+
+    def _skip(self, run: _Run, k: int, d: int) -> bool | None:
+        """Take a step that a stop rule decides without the model; None: the model must run."""
+        obj = self._objects[run.label]
+        if d in run.stopped:
+            obj.results[k] = self._empty(d)
+        elif d not in run.converged:  # converged: the accepted result stands
+            return None
+        obj.dirty.discard(k)
+        run.pos += 1
+        if run.pos == len(run.steps):
+            run.state = None
+        return True
+
+    def _ahead(self, runs: list[_Run], k: int, d: int) -> list[int]:
+        """Slice ``k`` and the next slices of this sweep some run will track, up to
+        ``encoder_batch`` of them (encoded together when not cached)."""
+        want = {k}
+        for r in runs:
+            for s, dd in r.steps[r.pos : r.pos + self.encoder_batch]:
+                if dd == d and dd not in r.stopped and dd not in r.converged:
+                    want.add(s)
+        return sorted(want, key=lambda s: s * d)[: self.encoder_batch]
+
+    def _state_for(self, run: _Run, d: int) -> TrackingState:
+        """The run's memory bank for a step in direction ``d`` (a fresh one when needed)."""
+        if run.state is None or (
+            self.reset_between_directions and d < 0 and run.state_direction > 0
+        ):
+            # a fresh bank of the anchors (MedSAM2's reset between directions)
+            run.state = self._new_state(self._objects[run.label])
+        run.state_direction = d
+        return run.state
+
+    def _rewind(self, runs: list[_Run], k: int) -> None:
+        """Forget slice ``k`` in the banks of runs whose result there was not accepted."""
+        for run in runs:
+            run.state.tracked.pop(k, None)
+            run.state.directions.pop(k, None)
+
+    def _accept_step(self, run: _Run, k: int, d: int, out: FrameOutput) -> SliceResult:
+        """Accept one object's tracked output on slice ``k`` and advance its run."""
+        obj = self._objects[run.label]
+        self.stats.decoded_slices.append(k)
+        self.stats.decoded.append((obj.label, k))
+        old = obj.results.get(k)
+        rec, logits, mask = self._accept(out, d)
+        obj.results[k] = rec
+        obj.dirty.discard(k)
+        self._prune(run, k, d)
+        run.pos += 1
+        if self.converge_after is not None:
+            agree = old is not None and math.isfinite(old.score) and self._agrees(mask, old)
+            run.agree_run[d] = run.agree_run[d] + 1 if agree else 0
+            if run.agree_run[d] >= self.converge_after:
+                run.converged.add(d)
+        if self.stop_after_empty is not None:
+            run.empty_run[d] = run.empty_run[d] + 1 if rec.score <= 0 else 0
+            if run.empty_run[d] >= self.stop_after_empty:
+                run.stopped.add(d)
+        if run.pos == len(run.steps):
+            run.state = None  # the run is over: free its memory bank
+        return SliceResult(
+            k,
+            {obj.label: mask},
+            {obj.label: rec.score},
+            {obj.label: rec.area},
+            {obj.label: logits.numpy().copy()},
+            d,
+        )
 
     def _prune(self, run: _Run, k: int, d: int) -> None:
         """Drop what SAM 2 will not read again from the run's tracking state."""

@@ -113,6 +113,6 @@ def test_readme_and_session_docstring_list_the_same_departures_from_meta() -> No
         "A fresh memory bank per run.",
         "Exact mask prompts.",
         "An anchor is refined the way it was made.",
-        "Frames stay in float.",
+        "Frames stay in float",
     }
     assert set(readme) == expected

@@ -143,16 +143,17 @@ def test_correction_reruns_only_between_neighbouring_anchors(model) -> None:
     list(s.propagate())
     assert s.stats.encoder_calls == 24
     # nearest-anchor split: 0..3 backward and 5..12 forward from 4, 13..19 backward and 21..23
-    # forward from 20
+    # forward from 20; frame-major: every forward stretch in one sweep up, then the backward
+    # ones in one sweep down
     assert s.stats.decoded_slices == [
         4,
         20,
         *range(5, 13),
-        *range(3, -1, -1),
         21,
         22,
         23,
         *range(19, 12, -1),
+        *range(3, -1, -1),
     ]
     before = dict(s._objects[lab].results)
     s.stats.reset()
@@ -417,7 +418,11 @@ def test_two_objects_propagate_in_one_call_with_progress(model) -> None:
         (next(iter(r.masks)), r.slice_index)
         for r in s.propagate(progress=lambda d, t: calls.append((d, t)))
     ]
-    assert [lab for lab, _ in got] == [a] * 11 + [b] * 11  # objects in the order added
+    # frame-major: one sweep up for both objects' forward stretches, one down for the backward
+    # ones; on a shared slice the object added first goes first
+    up = [(a, 11), (a, 12), (a, 13), (a, 14), (a, 15), (b, 15), (a, 16), (b, 16), (a, 17), (b, 17)]
+    down = [(b, 13), (b, 12), (b, 11), (b, 10)] + [(x, k) for k in (9, 8, 7, 6) for x in (a, b)]
+    assert got == up + down
     assert sorted(k for lab, k in got if lab == a) == [k for k in range(6, 18) if k != 10]
     assert [d for d, _ in calls] == [*range(1, 23), 22] and {t for _, t in calls} == {22}
     lm = s.label_map()

@@ -35,7 +35,8 @@ tracked frame
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+import contextlib
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FeatureSource",
     "FrameOutput",
+    "Interrupted",
     "Sam2Engine",
     "TrackingState",
     "logits_of",
@@ -61,6 +63,25 @@ __all__ = [
 FrameOutput = dict[str, Any]
 
 _MEMORY_KEYS = ("maskmem_features", "maskmem_pos_enc")
+
+
+def _of_object(t: torch.Tensor, j: int, b: int) -> torch.Tensor:
+    """Object ``j``'s ``(1, 1, ...)`` entry of a decoder output for a batch of ``b`` frames.
+
+    transformers (5.x) picks each frame's best multimask output with indices that broadcast
+    to ``(b, b, ...)`` when the image batch is ``b``; entry ``[j, j]`` is frame ``j`` with its own
+    choice (its own IoU, its own object score). A single-output or a fixed release gives
+    ``(b, 1, ...)``.
+    """
+    if b > 1 and t.dim() >= 2 and t.shape[1] == b:
+        return t[j : j + 1, j : j + 1]
+    return t[j : j + 1]
+
+
+class Interrupted(Exception):
+    """Raised inside a model call when the callback of :meth:`Sam2Engine.interruptible` asks
+    to stop. The engine's state-changing methods undo their partial work before it leaves
+    them, so a tracking state is as it was before the interrupted call."""
 
 
 class FeatureSource(Protocol):
@@ -212,6 +233,56 @@ class Sam2Engine:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    # -- interruption -------------------------------------------------------------------------
+    def checkpoint_modules(self) -> list[tuple[str, torch.nn.Module]]:
+        """The modules before each of which :meth:`interruptible` polls its callback.
+
+        Every block of the image encoder and its neck, every memory-attention layer, the
+        prompt encoder, the mask decoder and the memory encoder: the longest stretch without a
+        poll is one image-encoder block (a few tens of milliseconds at 512 px on a 2-core CPU).
+        """
+        m = self.model
+        out: list[tuple[str, torch.nn.Module]] = []
+        backbone = getattr(m.vision_encoder, "backbone", None)
+        blocks = getattr(backbone, "blocks", None)
+        if blocks is not None:
+            out += [(f"image encoder block {i}", b) for i, b in enumerate(blocks)]
+        else:  # pragma: no cover - another encoder layout: poll before the whole encoder
+            out.append(("image encoder", m.vision_encoder))
+        if hasattr(m.vision_encoder, "neck"):
+            out.append(("image encoder neck", m.vision_encoder.neck))
+        out += [(f"memory attention layer {i}", x) for i, x in enumerate(m.memory_attention.layers)]
+        out += [
+            ("prompt encoder", m.prompt_encoder),
+            ("mask decoder", m.mask_decoder),
+            ("memory encoder", m.memory_encoder),
+        ]
+        return out
+
+    @contextlib.contextmanager
+    def interruptible(self, should_stop: Callable[[], bool] | None) -> Iterator[None]:
+        """Poll ``should_stop()`` before every module of :meth:`checkpoint_modules`.
+
+        Inside the block, a model call raises :class:`Interrupted` as soon as ``should_stop``
+        returns True, between two modules rather than at the end of the slice. ``None``
+        installs nothing. The hooks are removed on exit; the model is shared, so do not run
+        another session on the same model from another thread meanwhile.
+        """
+        if should_stop is None:
+            yield
+            return
+
+        def poll(module: torch.nn.Module, args: Any) -> None:
+            if should_stop():
+                raise Interrupted
+
+        handles = [mod.register_forward_pre_hook(poll) for _, mod in self.checkpoint_modules()]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
     # -- image encoder ------------------------------------------------------------------------
     def encode(self, pixels: torch.Tensor) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
@@ -394,8 +465,150 @@ class Sam2Engine:
         Returns
         -------
         FrameOutput
-            Includes ``high_res_masks`` until :meth:`forget` or the caller drops it.
+            Without ``high_res_masks`` (dropped once the memory is encoded).
+
+        Raises
+        ------
+        Interrupted
+            From :meth:`interruptible`; the state is then as it was before the call.
         """
+        k = int(k)
+        had_out, had_dir = state.tracked.get(k), state.directions.get(k)
+        try:
+            return self._track(state, k, reverse=reverse)
+        except BaseException:
+            for table, old in ((state.tracked, had_out), (state.directions, had_dir)):
+                if old is None:
+                    table.pop(k, None)
+                else:
+                    table[k] = old
+            raise
+
+    def track_many(
+        self, states: list[TrackingState], k: int, *, reverse: bool
+    ) -> list[FrameOutput]:
+        """:meth:`track` for several objects on one frame, batched through the model.
+
+        The objects' memory banks stay separate; objects whose memory holds as many tokens
+        (and as many object-pointer tokens) go through memory attention, the mask decoder and
+        the memory encoder as one batch, over the frame's features (computed once). Each
+        object's output equals what :meth:`track` gives it alone (the same operations, batched).
+
+        Parameters
+        ----------
+        states : list of TrackingState
+            One per object, all sharing the feature source of frame ``k``.
+        k : int
+        reverse : bool
+
+        Returns
+        -------
+        list of FrameOutput
+            In the order of ``states``.
+
+        Raises
+        ------
+        Interrupted
+            From :meth:`interruptible`; every state is then as it was before the call.
+        """
+        k = int(k)
+        if len(states) == 1:
+            return [self.track(states[0], k, reverse=reverse)]
+        saved = [(st.tracked.get(k), st.directions.get(k)) for st in states]
+        try:
+            return self._track_many(states, k, reverse=reverse)
+        except BaseException:
+            for st, (had_out, had_dir) in zip(states, saved, strict=True):
+                for table, old in ((st.tracked, had_out), (st.directions, had_dir)):
+                    if old is None:
+                        table.pop(k, None)
+                    else:
+                        table[k] = old
+            raise
+
+    def _memory_of(
+        self, state: TrackingState, k: int, reverse: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """``(memory, memory_pos, n_pointer_tokens)`` SAM 2's memory attention reads for one
+        object on frame ``k``, as ``_prepare_memory_conditioned_features`` gathers them:
+        ``(L, 1, C_mem)`` tokens (memory frames, then object pointers)."""
+        m, s = self.model, state._s
+        dev = self.device
+        prev = m._gather_memory_frame_outputs(s, 0, k, reverse)
+        mems, mpos = m._build_memory_attention_inputs(prev, dev)
+        offsets, pointers, max_ptr = m._get_object_pointers(
+            s, 0, k, s.num_frames, dev, reverse, False
+        )
+        n_ptr = 0
+        if pointers:
+            ptr, ptr_pos = m._process_object_pointers(
+                offsets, pointers, max_ptr, 1, m.hidden_dim, dev
+            )
+            if ptr is not None:
+                mems.append(ptr)
+                mpos.append(ptr_pos)
+                n_ptr = int(ptr.shape[0])
+        return torch.cat(mems, 0).to(dtype=s.dtype), torch.cat(mpos, 0), n_ptr
+
+    def _track_many(
+        self, states: list[TrackingState], k: int, *, reverse: bool
+    ) -> list[FrameOutput]:
+        m = self.model
+        feats, pos = m._prepare_vision_features(states[0]._s, k, 1)
+        height, width = m.backbone_feature_sizes[-1]
+        memories = [self._memory_of(st, k, reverse) for st in states]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (mem, _, n_ptr) in enumerate(memories):
+            groups.setdefault((int(mem.shape[0]), n_ptr), []).append(i)
+        outs: list[FrameOutput | None] = [None] * len(states)
+        multimask = m._use_multimask(False, None)
+        for (_, n_ptr), idx in groups.items():
+            b = len(idx)
+            conditioned = m.memory_attention(
+                current_vision_features=feats[-1].expand(-1, b, -1),
+                current_vision_position_embeddings=pos[-1].expand(-1, b, -1),
+                memory=torch.cat([memories[i][0] for i in idx], 1),
+                memory_posision_embeddings=torch.cat([memories[i][1] for i in idx], 1),
+                num_object_pointer_tokens=n_ptr,
+            )  # (1, b, HW, C)
+            pix_feat = conditioned[0].transpose(1, 2).reshape(b, m.hidden_dim, height, width)
+            high_res = [
+                x.permute(1, 2, 0).view(x.size(1), x.size(2), *sz).expand(b, -1, -1, -1)
+                for x, sz in zip(feats[:-1], m.backbone_feature_sizes[:-1], strict=True)
+            ]
+            sam = m._single_frame_forward(
+                pixel_values=None,
+                image_embeddings=[*high_res, pix_feat],
+                multimask_output=multimask,
+            )
+            for j, i in enumerate(idx):
+                outs[i] = {
+                    "pred_masks": _of_object(sam.pred_masks, j, b),
+                    "object_pointer": _of_object(sam.object_pointer, j, b),
+                    "high_res_masks": _of_object(sam.high_res_masks, j, b),
+                    "object_score_logits": sam.object_score_logits[j : j + 1],
+                }
+        done = [o for o in outs if o is not None]
+        for st, out in zip(states, done, strict=True):
+            st._s.store_output(0, k, output_value=out, is_conditioning_frame=False)
+            st.directions[k] = {"reverse": bool(reverse)}
+        # the memory of every object in one batch, as transformers' _batch_encode_memories
+        features, pos_enc = m._encode_new_memory(
+            current_vision_feats=feats[-1].expand(-1, len(states), -1),
+            pred_masks_high_res=torch.cat([o["high_res_masks"] for o in done], 0),
+            object_score_logits=torch.cat([o["object_score_logits"] for o in done], 0),
+            is_mask_from_pts=False,
+        )
+        result = []
+        for i, st in enumerate(states):
+            stored = st.tracked[k]
+            stored["maskmem_features"] = features[:, i : i + 1].clone()
+            stored["maskmem_pos_enc"] = pos_enc[:, i : i + 1].clone()
+            stored.pop("high_res_masks", None)
+            result.append(stored)
+        return result
+
+    def _track(self, state: TrackingState, k: int, *, reverse: bool) -> FrameOutput:
         m = self.model
         out = m._run_single_frame_inference(
             inference_session=state._s,

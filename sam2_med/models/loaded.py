@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from transformers import Sam2VideoModel
 
+from .precision import Precision
+
 __all__ = ["LoadedModel"]
 
 
@@ -59,6 +61,10 @@ class LoadedModel:
     slice_layout
         The slice layout the model was trained on (the registered model's declaration), or
         None (as for ``protocol``).
+    precision
+        The precision policy as requested and as applied
+        (:class:`~sam2_med.models.precision.Precision`; ``precision.dtype == dtype``). None for
+        a model wrapped with :meth:`from_module` without one: ``dtype`` was given directly.
     """
 
     model: Sam2VideoModel
@@ -75,6 +81,7 @@ class LoadedModel:
     arch_candidates: tuple[str, ...] = ()
     protocol: str | None = None
     slice_layout: str | None = None
+    precision: Precision | None = None
 
     @classmethod
     def from_module(
@@ -83,6 +90,7 @@ class LoadedModel:
         name: str = "custom",
         *,
         dtype: torch.dtype = torch.float32,
+        precision: str | None = None,
         licence: str = "unspecified (in-memory model)",
         source: str = "in-memory module",
     ) -> LoadedModel:
@@ -93,8 +101,13 @@ class LoadedModel:
         model
             The model; it is switched to eval mode. Its device is read from its parameters and
             its input size from ``model.config.image_size``.
-        name, dtype, licence, source
+        name, licence, source
             Recorded as given.
+        dtype
+            Compute dtype, used when ``precision`` is None.
+        precision : {"auto", "float32", "bfloat16"}, optional
+            A precision policy resolved for the model's device
+            (:func:`~sam2_med.models.precision.resolve_precision`); it sets ``dtype``.
 
         Returns
         -------
@@ -102,6 +115,12 @@ class LoadedModel:
         """
         model.eval()
         device = next(model.parameters()).device
+        resolved = None
+        if precision is not None:
+            from .precision import resolve_precision
+
+            resolved = resolve_precision(precision, device)
+            dtype = resolved.dtype
         size = model.config.image_size
         size = int(size[0] if isinstance(size, (list, tuple)) else size)
         return cls(
@@ -112,4 +131,5 @@ class LoadedModel:
             dtype=dtype,
             licence=licence,
             source=source,
+            precision=resolved,
         )

@@ -45,6 +45,7 @@ from .errors import (
     WeightsNotFoundError,
 )
 from .loaded import LoadedModel
+from .precision import Precision, resolve_precision
 from .registry import _REGISTRY, ModelSpec, get_spec, list_models
 
 __all__ = [
@@ -649,22 +650,27 @@ def _device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def _dtype(dtype: str | torch.dtype) -> torch.dtype:
-    table = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-    if isinstance(dtype, torch.dtype) and dtype in table.values():
-        return dtype
-    if isinstance(dtype, str) and dtype in table:
-        return table[dtype]
-    raise DeviceUnavailableError(
-        f"unsupported dtype {dtype!r}; use 'float32' or 'bfloat16' (bfloat16 means autocast)"
-    )
+def _precision(
+    precision: str | torch.dtype | None, dtype: str | torch.dtype | None, device: torch.device
+) -> Precision:
+    """The precision policy resolved for ``device``; ``dtype`` is its older name."""
+    if precision is not None and dtype is not None:
+        a, b = resolve_precision(precision, device), resolve_precision(dtype, device)
+        if a.requested != b.requested:
+            raise DeviceUnavailableError(
+                f"precision={a.requested!r} and dtype={b.requested!r} disagree; give precision "
+                "alone (dtype is its older name)",
+                cli=f"--precision {a.requested} and --dtype {b.requested} disagree; give "
+                "--precision alone",
+            )
+    return resolve_precision(precision if precision is not None else dtype or "auto", device)
 
 
 def _load_transformers_folder(
     folder: Path,
     spec: ModelSpec | None,
     device: torch.device,
-    dtype: torch.dtype,
+    precision: Precision,
     protocol: str | None = None,
 ) -> LoadedModel:
     if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
@@ -691,11 +697,12 @@ def _load_transformers_folder(
         name=spec.name if spec else "custom",
         image_size=int(size[0] if isinstance(size, (list, tuple)) else size),
         device=device,
-        dtype=dtype,
+        dtype=precision.dtype,
         licence=spec.licence_text if spec else _CUSTOM_LICENCE,
         source=str(folder),
         protocol=protocol or (spec.protocol if spec else None),
         slice_layout=spec.slice_layout if spec else None,
+        precision=precision,
     )
 
 
@@ -704,7 +711,8 @@ def load_model(
     *,
     checkpoint: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
-    dtype: str | torch.dtype = "float32",
+    precision: str | None = None,
+    dtype: str | torch.dtype | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     offline: bool | None = None,
     arch: Mapping[str, Any] | str | None = None,
@@ -724,8 +732,13 @@ def load_model(
         (``config.json`` + safetensors).
     device
         ``"cpu"`` (default; never CUDA by default), ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    precision
+        ``"auto"`` (default): bfloat16 autocast where the device computes bfloat16 natively (CUDA
+        with bf16 support, CPUs with AMX-BF16 or AVX512-BF16), float32 elsewhere;
+        ``"float32"`` or ``"bfloat16"`` force one (:mod:`sam2_med.models.precision`).
+        Parameters stay float32 either way.
     dtype
-        Compute dtype: ``"float32"`` or ``"bfloat16"`` (autocast; parameters stay float32).
+        Older name of ``precision`` (``"float32"``, ``"bfloat16"`` or a ``torch.dtype``).
     cache_dir
         Weights cache; default ``$SAM2_MED_CACHE`` or ``~/.cache/sam2-med``.
     offline
@@ -767,7 +780,8 @@ def load_model(
         from ..protocols import check_protocol
 
         check_protocol(protocol)
-    dev, cdtype = _device(device), _dtype(dtype)
+    dev = _device(device)
+    prec = _precision(precision, dtype, dev)
     spec = get_spec(name) if name is not None else None
     arch_spec = get_spec(arch) if isinstance(arch, str) else None  # arch="medsam2"
     overrides = None if isinstance(arch, str) else arch
@@ -780,7 +794,7 @@ def load_model(
                     path,
                     cli="--arch applies to Meta-format files; a folder has its config.json",
                 )
-            return _load_transformers_folder(path, spec, dev, cdtype, protocol)
+            return _load_transformers_folder(path, spec, dev, prec, protocol)
         if not path.exists():
             raise WeightsNotFoundError("no such checkpoint file", path)
         check_regular_file(path, "checkpoint", CheckpointError)
@@ -820,7 +834,8 @@ def load_model(
         name=spec.name if spec else "custom",
         image_size=int(choice.arch["image_size"]),
         device=dev,
-        dtype=cdtype,
+        dtype=prec.dtype,
+        precision=prec,
         licence=spec.licence_text if spec else _CUSTOM_LICENCE,
         source=source,
         sha256=sha,

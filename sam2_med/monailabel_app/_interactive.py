@@ -325,7 +325,7 @@ CONF_DEFAULTS: dict[str, str | None] = {
     "checkpoint": None,  # a local checkpoint file instead (Meta SAM 2 / MedSAM2 .pt)
     "arch": None,  # architecture JSON for a custom or reduced checkpoint
     "device": "cpu",  # cpu, cuda, cuda:N, mps
-    "dtype": "float32",  # or bfloat16
+    "dtype": "auto",  # precision: auto (bf16 where native), float32 or bfloat16
     "axis": "axial",  # propagation plane: axial, coronal, sagittal
     "window": "auto",  # intensity: auto, a CT preset, dicom, percentile, minmax, or C,W
     "sessions": "2",  # studies kept open at once
@@ -344,8 +344,8 @@ def app_settings(conf: dict[str, Any]) -> dict[str, Any]:
     from ..errors import Sam2MedError
 
     s = {k: conf.get(k, v) for k, v in CONF_DEFAULTS.items()}
-    if s["dtype"] not in ("float32", "bfloat16"):
-        raise Sam2MedError(f"--conf dtype must be float32 or bfloat16, not {s['dtype']!r}")
+    if s["dtype"] not in ("auto", "float32", "bfloat16"):
+        raise Sam2MedError(f"--conf dtype must be auto, float32 or bfloat16, not {s['dtype']!r}")
     if s["axis"] not in ("axial", "coronal", "sagittal"):
         raise Sam2MedError(f"--conf axis must be axial, coronal or sagittal, not {s['axis']!r}")
     try:

@@ -58,7 +58,8 @@ class Sam2MedApp(MONAILabelApp):
         )
         self.description_text = (
             f"sam2-med {__version__}: SAM 2 clicks on one slice, propagated through the volume "
-            f"({s['axis']}). Model {lm.name} ({lm.image_size} px) on {lm.device}, {s['dtype']}; "
+            f"({s['axis']}). Model {lm.name} ({lm.image_size} px) on {lm.device}, "
+            f"{str(lm.dtype).replace('torch.', '')} (precision {s['dtype']}); "
             f"licence: {lm.licence}"
         )
         super().__init__(

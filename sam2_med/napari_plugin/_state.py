@@ -101,6 +101,7 @@ class SegmentationState:
     viewer: Any
     model: Any = None
     device: str = "cpu"
+    precision: str = "auto"
     image_layer: Any = None
     geometry: LayerGeometry | None = None
     axis: str = "axial"

@@ -240,6 +240,13 @@ class Sam2MedWidget(QWidget):
         self.device_combo = QComboBox()
         self.device_combo.addItems(_devices())
         self.device_combo.setToolTip("where the next model load runs")
+        self.precision_combo = QComboBox()
+        self.precision_combo.addItems(["auto", "float32", "bfloat16"])
+        self.precision_combo.setToolTip(
+            "compute precision of the next model load: auto runs bfloat16 where the device "
+            "computes it natively (CUDA with bf16, CPUs with AMX-BF16 or AVX512-BF16) and "
+            "float32 elsewhere"
+        )
         self.load_button = QPushButton("Load model")
         self.import_button = QPushButton("Import file…")
         self.import_button.setToolTip(
@@ -253,6 +260,7 @@ class Sam2MedWidget(QWidget):
         row.addWidget(self.import_button)
         mf.addRow("model", self.model_combo)
         mf.addRow("device", self.device_combo)
+        mf.addRow("precision", self.precision_combo)
         mf.addRow(row)
         mf.addRow(self.model_status)
         root.addWidget(model_box)
@@ -394,6 +402,7 @@ class Sam2MedWidget(QWidget):
         self.error_close_button.clicked.connect(self.clear_error)
         self.window_combo.currentTextChanged.connect(self._on_window_changed)
         self.device_combo.currentTextChanged.connect(self._on_device_changed)
+        self.precision_combo.currentTextChanged.connect(self._on_precision_changed)
         self.add_object_button.clicked.connect(lambda: self.add_object(self.object_name.text()))
         self.remove_object_button.clicked.connect(self._on_remove_clicked)
         self.object_list.currentRowChanged.connect(self._on_object_selected)
@@ -523,7 +532,13 @@ class Sam2MedWidget(QWidget):
             b.setEnabled(ready and not busy)
         for b in (self.load_button, self.import_button, self.export_button):
             b.setEnabled(not busy)
-        for w in (self.image_combo, self.axis_combo, self.window_combo, self.device_combo):
+        for w in (
+            self.image_combo,
+            self.axis_combo,
+            self.window_combo,
+            self.device_combo,
+            self.precision_combo,
+        ):
             w.setEnabled(not busy)
         for b in (self.positive_button, self.negative_button, self.box_button):
             b.setEnabled(self.state.volume is not None)
@@ -579,6 +594,7 @@ class Sam2MedWidget(QWidget):
             status = _checkpoint_status(Path(checkpoint), model)
         else:
             status = f"loaded: {model.name}, {model.image_size} px, {device}"
+        status += f", {_precision_text(model)}"
         short = "its publisher's" if licence.startswith("unknown") else _first_sentence(licence)
         protocol, how = _protocol_of(model)
         # sessions use the model's declared protocol; a non-default one is said in the status
@@ -590,6 +606,9 @@ class Sam2MedWidget(QWidget):
 
     def _on_device_changed(self, device: str) -> None:
         self.state.device = device
+
+    def _on_precision_changed(self, precision: str) -> None:
+        self.state.precision = precision
 
     def _on_load_clicked(self) -> None:
         name = self.model_combo.currentData()
@@ -617,12 +636,12 @@ class Sam2MedWidget(QWidget):
         arch : dict, optional
             Architecture of a non-standard checkpoint (see ``sam2_med.models.load_model``).
         """
-        device = self.state.device
+        device, precision = self.state.device, self.state.precision
 
         def job() -> Any:
             from ..models import load_model
 
-            kwargs: dict[str, Any] = {"device": device}
+            kwargs: dict[str, Any] = {"device": device, "precision": precision}
             if checkpoint is not None:
                 kwargs["checkpoint"] = checkpoint
             if arch is not None:
@@ -676,7 +695,7 @@ class Sam2MedWidget(QWidget):
             which, and whether the file is a published checkpoint.
         """
         path = os.fspath(path)
-        device = self.state.device
+        device, precision = self.state.device, self.state.precision
 
         def job() -> Any:
             import warnings
@@ -691,9 +710,13 @@ class Sam2MedWidget(QWidget):
                         try:
                             import_weights(path, name)
                         except ChecksumError:
-                            return load_model(checkpoint=path, arch=name, device=device)
-                        return load_model(name, device=device)
-                    return load_model(checkpoint=path, arch=arch, device=device)
+                            return load_model(
+                                checkpoint=path, arch=name, device=device, precision=precision
+                            )
+                        return load_model(name, device=device, precision=precision)
+                    return load_model(
+                        checkpoint=path, arch=arch, device=device, precision=precision
+                    )
             except CheckpointError as err:
                 if "architecture" not in err.problem:
                     raise
@@ -1408,6 +1431,14 @@ def _seg_path(path: str) -> str:
         if lower.endswith(suffix):
             return path[: -len(suffix)] + "_seg.dcm"
     return path + "_seg.dcm"
+
+
+def _precision_text(model: Any) -> str:
+    """``"float32 (auto)"``: the precision that runs, and the policy when it chose it."""
+    prec = getattr(model, "precision", None)
+    if prec is None:
+        return str(getattr(model, "dtype", "float32")).replace("torch.", "")
+    return prec.applied if prec.requested == prec.applied else f"{prec.applied} ({prec.requested})"
 
 
 def _devices() -> list[str]:

@@ -186,7 +186,7 @@ def test_bad_requests_are_one_line(tmp_path, tiny_model):
     assert app_settings({})["device"] == "cpu"
     assert app_settings({"window": "40,400", "sessions": "3"})["window"] == (40.0, 400.0)
     for conf, expected in [
-        ({"dtype": "float16"}, "--conf dtype must be float32 or bfloat16"),
+        ({"dtype": "float16"}, "--conf dtype must be auto, float32 or bfloat16"),
         ({"axis": "oblique"}, "--conf axis must be axial, coronal or sagittal"),
         ({"sessions": "0"}, "--conf sessions must be a whole number >= 1"),
     ]:

@@ -12,6 +12,7 @@ import inspect
 import pytest
 import torch
 from transformers import Sam2VideoInferenceSession, Sam2VideoModel
+from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoMemoryAttention
 
 from sam2_med.models.engine import (
     Sam2Engine,
@@ -49,9 +50,52 @@ INTERNALS = {
     (Sam2VideoModel, "get_image_features"): {"pixel_values"},
     (Sam2VideoModel, "_prepare_vision_features"): {"inference_session", "frame_idx", "batch_size"},
     (Sam2VideoModel, "_single_frame_forward"): {
+        "pixel_values",
         "input_masks",
         "image_embeddings",
         "multimask_output",
+    },
+    # Sam2Engine.track_many: the objects of a slice batched through the model
+    (Sam2VideoModel, "_gather_memory_frame_outputs"): {
+        "inference_session",
+        "obj_idx",
+        "frame_idx",
+        "track_in_reverse_time",
+    },
+    (Sam2VideoModel, "_build_memory_attention_inputs"): {
+        "temporal_positions_and_previous_outputs",
+        "device",
+    },
+    (Sam2VideoModel, "_get_object_pointers"): {
+        "inference_session",
+        "obj_idx",
+        "frame_idx",
+        "num_total_frames",
+        "device",
+        "track_in_reverse_time",
+        "streaming",
+    },
+    (Sam2VideoModel, "_process_object_pointers"): {
+        "temporal_offsets",
+        "pointer_tokens",
+        "max_object_pointers_to_use",
+        "batch_size",
+        "num_channels",
+        "device",
+    },
+    (Sam2VideoMemoryAttention, "forward"): {
+        "current_vision_features",
+        "memory",
+        "current_vision_position_embeddings",
+        "memory_posision_embeddings",
+        "num_object_pointer_tokens",
+    },
+    (Sam2VideoModel, "_use_multimask"): {"is_init_cond_frame", "point_inputs"},
+    (Sam2VideoModel, "_encode_new_memory"): {
+        "current_vision_feats",
+        "pred_masks_high_res",
+        "object_score_logits",
+        "is_mask_from_pts",
     },
     (Sam2VideoInferenceSession, "__init__"): {
         "video",
@@ -86,6 +130,10 @@ MODEL_ATTRIBUTES = (
     "backbone_feature_sizes",
     "hidden_dim",
     "memory_attention",
+    "memory_encoder",
+    "mask_decoder",
+    "prompt_encoder",
+    "vision_encoder",
 )
 
 

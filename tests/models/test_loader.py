@@ -211,8 +211,11 @@ def test_device_and_dtype_are_validated(tiny_file) -> None:
     lm = load_model(checkpoint=path, arch=TINY_ARCH, dtype="bfloat16")
     assert lm.dtype == torch.bfloat16 and lm.device == torch.device("cpu")
     assert next(lm.model.parameters()).dtype == torch.float32
-    with pytest.raises(DeviceUnavailableError, match="dtype"):
+    assert lm.precision is not None and lm.precision.record()["requested"] == "bfloat16"
+    with pytest.raises(DeviceUnavailableError, match="precision"):
         load_model(checkpoint=path, arch=TINY_ARCH, dtype="float16")
+    with pytest.raises(DeviceUnavailableError, match="disagree"):
+        load_model(checkpoint=path, arch=TINY_ARCH, precision="float32", dtype="bfloat16")
     with pytest.raises(DeviceUnavailableError):
         load_model(checkpoint=path, arch=TINY_ARCH, device="tpu")
     if not torch.cuda.is_available():

@@ -127,3 +127,22 @@ def test_export_of_a_dicom_image_writes_nifti_and_seg(make_napari_viewer, tmp_pa
     assert np.array_equal(np.asanyarray(back.dataobj), widget.state.labels_array)
     seg = pydicom.dcmread(paths[-1])
     assert seg.Modality == "SEG" and seg.SegmentSequence[0].SegmentLabel == "liver"
+
+
+@pytest.mark.gui
+def test_precision_control_reaches_the_model_load(make_napari_viewer, qtbot, tmp_path):
+    """The widget's precision choice is what the loaded model runs and what its status says."""
+    from sam2_med.models import TINY_ARCH, random_model, save_meta_checkpoint, tiny_config
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("sam2-med", "SAM 2 volume segmentation")
+    items = [widget.precision_combo.itemText(i) for i in range(widget.precision_combo.count())]
+    assert items == ["auto", "float32", "bfloat16"] and widget.state.precision == "auto"
+    ckpt = save_meta_checkpoint(random_model(tiny_config(), seed=2), tmp_path / "tiny.pt")
+    widget.precision_combo.setCurrentText("bfloat16")
+    assert widget.state.precision == "bfloat16"
+    widget.load_model(checkpoint=str(ckpt), arch=dict(TINY_ARCH))
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    prec = widget.state.model.precision
+    assert (prec.requested, prec.applied) == ("bfloat16", "bfloat16")
+    assert "bfloat16" in widget.model_status.text()

@@ -1,0 +1,77 @@
+"""The measuring tools of benchmarks/propagation.py: peak, FLOP counting, bf16 fidelity."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sam2_med.models import LoadedModel, random_model, tiny_config
+from sam2_med.phantom import make_phantom
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "propagation.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_matmul_peak_reports_a_size_and_a_rate(bench) -> None:
+    r = bench.matmul_peak("float32", seconds=0.05, max_n=256)
+    assert r["n"] == 256 and r["gflops"] > 0 and r["repeats"] >= 2
+
+
+def test_flop_counter_counts_cpu_attention(bench) -> None:
+    q = torch.randn(1, 2, 64, 32)
+    k = torch.randn(1, 2, 48, 32)
+    with bench.counting_flops() as c:
+        torch.nn.functional.scaled_dot_product_attention(q, k, k)
+    # two matrix products of 64 x 48 x 32 per head, 2 FLOP per multiply-add
+    assert c.get_total_flops() == 2 * 2 * (2 * 64 * 48 * 32)
+
+
+def test_module_flops_split_the_total(bench) -> None:
+    from sam2_med import Volume
+    from sam2_med.session import Session
+
+    lm = LoadedModel.from_module(random_model(tiny_config(128)))
+    vol = Volume(np.zeros((40, 40, 6), np.float32), np.eye(4), modality="CT")
+    s = Session(lm, vol, window=(40, 400))
+    s.add_points(s.add_object(), [[20, 20, 3]], [1])
+    with bench.counting_flops() as c:
+        list(s.propagate())
+    split = bench._module_flops(c)
+    assert set(split) == {*bench.MODULES, "other"}
+    assert sum(split.values()) == c.get_total_flops()
+    assert split["vision_encoder"] > 0 and split["memory_attention"] > 0 and split["other"] >= 0
+
+
+def test_one_click_prompts_land_deep_inside_each_structure(bench) -> None:
+    _vol, lab = make_phantom(shape=(48, 40, 12), orientation="RAS")
+    arr = np.asarray(lab.array)
+    prompts = bench._one_click_prompts(arr, 2, dict(lab.names))
+    labels = sorted(int(v) for v in np.unique(arr) if v)
+    assert [o["label"] for o in prompts["objects"]] == labels
+    for o in prompts["objects"]:
+        i, j, k, positive = o["points"][0]
+        assert positive == 1 and arr[i, j, k] == o["label"]
+        areas = (arr == o["label"]).sum(axis=(0, 1))
+        assert areas[k] == areas.max()  # its largest slice
+
+
+def test_bf16_fidelity_compares_every_object(bench) -> None:
+    lm = LoadedModel.from_module(random_model(tiny_config(128)), precision="float32")
+    vol, lab = make_phantom(shape=(48, 40, 6), orientation="RAS")
+    rows = bench.bf16_fidelity(lm, [("small phantom", vol, lab)], log=lambda m: None)
+    assert [r["label"] for r in rows] == sorted(int(v) for v in np.unique(lab.array) if v)
+    for r in rows:
+        assert 0.0 <= r["iou"] <= 1.0 and r["case"] == "small phantom"
+        assert r["voxels_f32"] >= 0 and r["voxels_bf16"] >= 0
+    assert any(r["voxels_f32"] > 0 for r in rows)
