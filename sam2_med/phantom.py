@@ -601,17 +601,29 @@ class _Blob:
     z_range: tuple[float, float] | None = None
     slope: tuple[float, float] = (0.0, 0.0)  # tube axis drift in x, y per mm of z
 
-    def inside(self, xyz: np.ndarray, grow: float = 0.0) -> np.ndarray:
+    def inside(self, xyz: tuple[np.ndarray, ...], grow: float = 0.0) -> np.ndarray:
+        """Bool array: points ``xyz = (x, y, z)`` (three float32 arrays) inside, grown by
+        ``grow`` mm."""
+        x, y, z = xyz
+        dx = x - np.float32(self.center[0])
+        dy = y - np.float32(self.center[1])
+        dz = z - np.float32(self.center[2])
         if self.z_range is None:
-            d = (xyz - self.center) @ self.rotation
-            return ((d / (self.semi_axes + grow)) ** 2).sum(-1) <= 1.0
-        z = xyz[..., 2]
-        dz = z - self.center[2]
-        dx = xyz[..., 0] - self.center[0] - self.slope[0] * dz
-        dy = xyz[..., 1] - self.center[1] - self.slope[1] * dz
+            r = self.rotation.astype(np.float32)
+            acc = None
+            for i in range(3):
+                u = dx * r[0, i] + dy * r[1, i] + dz * r[2, i]
+                u *= np.float32(1.0 / (self.semi_axes[i] + grow))
+                u *= u
+                acc = u if acc is None else acc + u
+            return acc <= 1.0
+        dx -= np.float32(self.slope[0]) * dz
+        dy -= np.float32(self.slope[1]) * dz
         a, b = self.semi_axes[:2] + grow
         lo, hi = self.z_range
-        return ((dx / a) ** 2 + (dy / b) ** 2 <= 1.0) & (z >= lo - grow) & (z <= hi + grow)
+        dx *= np.float32(1.0 / a)
+        dy *= np.float32(1.0 / b)
+        return (dx * dx + dy * dy <= 1.0) & (z >= lo - grow) & (z <= hi + grow)
 
 
 def _random_rotation(
@@ -692,15 +704,41 @@ _PRESENCE = {
 }
 
 
-def _warp(rng: np.random.Generator, xyz: np.ndarray) -> np.ndarray:
-    """A smooth random elastic displacement of body-centred points (a few mm)."""
-    out = xyz.copy()
+def _warp(
+    rng: np.random.Generator, xyz: tuple[np.ndarray, ...]
+) -> tuple[tuple[np.ndarray, ...], float]:
+    """A smooth random elastic displacement of body-centred points (a few mm), and a bound on
+    its length in mm."""
+    out = [c.copy() for c in xyz]
+    bound = 0.0
     for _ in range(3):
         k = rng.normal(0.0, 1.0, 3)
         k *= 2 * np.pi / rng.uniform(50.0, 120.0) / np.linalg.norm(k)
         amp = rng.normal(0.0, 1.5, 3)
-        out += np.sin(xyz @ k + rng.uniform(0, 2 * np.pi))[..., None] * amp
-    return out
+        wave = np.sin(
+            xyz[0] * np.float32(k[0])
+            + xyz[1] * np.float32(k[1])
+            + xyz[2] * np.float32(k[2])
+            + np.float32(rng.uniform(0, 2 * np.pi))
+        )
+        for c in range(3):
+            out[c] += wave * np.float32(amp[c])
+        bound += float(np.linalg.norm(amp))
+    return tuple(out), bound
+
+
+def _low_frequency_field(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """A smooth zero-mean field of about unit amplitude varying over the whole grid."""
+    grids = np.ogrid[tuple(slice(0, n) for n in shape)]
+    field = np.zeros(shape, np.float32)
+    for _ in range(3):
+        phase = rng.uniform(0, 2 * np.pi)
+        arg = sum(
+            g.astype(np.float32) * np.float32(rng.uniform(-1, 1) * np.pi / max(n, 1))
+            for g, n in zip(grids, shape, strict=True)
+        )
+        field += np.cos(arg + np.float32(phase))
+    return field / np.float32(np.sqrt(1.5))
 
 
 def _tissue_values(rng: np.random.Generator, modality: str) -> dict[str, float]:
@@ -818,13 +856,50 @@ def make_random_phantom(
         np.asarray(BODY_CENTER_RAS) + center - affine[:3, :3] @ ((np.asarray(shape) - 1) / 2)
     )
 
-    ijk = np.stack(np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"), axis=-1)
-    xyz = _warp(rng, geometry.voxel_to_world(affine, ijk) - np.asarray(BODY_CENTER_RAS))
+    i, j, k = (g.astype(np.float32) for g in np.ogrid[: shape[0], : shape[1], : shape[2]])
+    rel = affine[:3, 3] - np.asarray(BODY_CENTER_RAS)
+    world = tuple(
+        i * np.float32(affine[c, 0])
+        + j * np.float32(affine[c, 1])
+        + k * np.float32(affine[c, 2])
+        + np.float32(rel[c])
+        for c in range(3)
+    )
+    xyz, warp_mm = _warp(rng, world)
     values = _tissue_values(rng, modality)
+    to_voxel = np.linalg.inv(affine)
+
+    def region(blob: _Blob, grow: float = 0.0) -> np.ndarray:
+        """``blob.inside`` on the whole grid, computed only in the voxel box that can hold it."""
+        reach = float(np.max(blob.semi_axes[:2] if blob.z_range else blob.semi_axes))
+        reach += abs(grow) + warp_mm + 1.0
+        lo = blob.center - reach
+        hi = blob.center + reach
+        if blob.z_range is not None:
+            lo[2], hi[2] = (
+                blob.z_range[0] - abs(grow) - warp_mm - 1.0,
+                blob.z_range[1] + abs(grow) + warp_mm + 1.0,
+            )
+            lo[:2] -= np.abs(blob.slope) * max(abs(lo[2]), abs(hi[2])) + 1.0
+            hi[:2] += np.abs(blob.slope) * max(abs(lo[2]), abs(hi[2])) + 1.0
+        corners = np.array(
+            [[x, y, z, 1.0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+        )
+        corners[:, :3] += np.asarray(BODY_CENTER_RAS)
+        vox = (to_voxel @ corners.T)[:3]
+        a = np.maximum(np.floor(vox.min(axis=1)).astype(int) - 1, 0)
+        b = np.minimum(np.ceil(vox.max(axis=1)).astype(int) + 2, shape)
+        out = np.zeros(shape, bool)
+        if np.any(b <= a):
+            return out
+        box = tuple(slice(int(u), int(v)) for u, v in zip(a, b, strict=True))
+        sub = tuple(np.broadcast_to(c, shape)[box] for c in xyz)
+        out[box] = blob.inside(sub, grow=grow)
+        return out
 
     # paint: body, fat layer and halos, organs, lesions
     a, b = body
-    x, y = xyz[..., 0], xyz[..., 1]
+    x, y = xyz[0], xyz[1]
     fat_t = rng.uniform(2.0, 9.0)
     in_body = (x / a) ** 2 + (y / b) ** 2 <= 1.0
     interior = (x / (a - fat_t)) ** 2 + (y / (b - fat_t)) ** 2 <= 1.0
@@ -836,16 +911,16 @@ def make_random_phantom(
     tissue[interior] = code["soft_tissue"]
     halo = rng.uniform(0.5, 3.0)
     for blob in blobs:
-        tissue[blob.inside(xyz, grow=halo) & interior] = code["fat"]
+        tissue[region(blob, halo) & interior] = code["fat"]
     labels = np.zeros(shape, np.uint8)
     value_of = {n: v for v, n in RANDOM_LABELS.items()}
     for blob in blobs:
-        m = blob.inside(xyz) & interior
+        m = region(blob) & interior
         labels[m] = value_of[blob.name]
         t = blob.name.split("_")[0] if blob.name.startswith("kidney") else blob.name
         tissue[m] = code[t]
         if blob.name == "vertebra":
-            core = blob.inside(xyz, grow=-rng.uniform(1.0, 2.5))
+            core = region(blob, -rng.uniform(1.0, 2.5))
             tissue[m & ~core] = code["cortex"]
     liver = labels == value_of["liver"]
     n_lesions = int(rng.choice([0, 1, 2, 3], p=[0.35, 0.35, 0.2, 0.1])) if liver.any() else 0
@@ -860,7 +935,7 @@ def make_random_phantom(
             rng.uniform(2.5, 8.0) * rng.uniform(0.8, 1.2, 3),
             _random_rotation(rng, (30, 30, 30)),
         )
-        m = les.inside(xyz) & liver
+        m = region(les) & liver
         labels[m] = value_of["liver_lesion"]
         tissue[m] = code["lesion"]
 
@@ -876,14 +951,14 @@ def make_random_phantom(
             img *= 1.0 + texture_amp * tex
     if modality == "CT":
         noise = rng.uniform(3.0, 18.0)
-        img += rng.normal(0.0, noise, shape).astype(np.float32)
+        img += rng.standard_normal(shape, dtype=np.float32) * np.float32(noise)
         arr = np.clip(np.rint(img), -1024, 3071).astype(np.int16)
     else:
-        bias = np.exp(rng.uniform(0.05, 0.25) * _smooth_field(rng, shape, sigma=max(shape) / 4))
+        bias = np.exp(np.float32(rng.uniform(0.05, 0.25)) * _low_frequency_field(rng, shape))
         img *= bias
         noise = rng.uniform(5.0, 25.0)
-        n1 = rng.normal(0.0, noise, shape)
-        n2 = rng.normal(0.0, noise, shape)
+        n1 = rng.standard_normal(shape, dtype=np.float32) * np.float32(noise)
+        n2 = rng.standard_normal(shape, dtype=np.float32) * np.float32(noise)
         arr = np.clip(np.rint(np.sqrt((img + n1) ** 2 + n2**2)), 0, 32767).astype(np.int16)
 
     params = {

@@ -650,6 +650,10 @@ class Sam2TrainingEngine(Sam2Engine):
     def mask_as_output(self, feats: list[torch.Tensor], mask: torch.Tensor) -> TrainStep:
         """A mask prompt passed through as the frame's output (SAM 2's ``_use_mask_as_output``).
 
+        The output logits are ``20 * mask - 10``; the object pointer comes from the decoder run
+        on the raw frame features with the downsampled mask as dense prompt (what transformers'
+        ``_use_mask_as_output`` does, whose decoder call only holds for a batch of one).
+
         Parameters
         ----------
         feats : list of (HW_l, B, C_l) tensors
@@ -660,16 +664,27 @@ class Sam2TrainingEngine(Sam2Engine):
         b = mask.shape[0]
         top = feats[-1]
         pix = top.permute(1, 2, 0).reshape(b, top.size(2), *m.backbone_feature_sizes[-1])
-        out = m._use_mask_as_output(pix, self._high_res(feats), mask[:, None].to(pix.dtype))
-        low = out.pred_masks[:, 0]
-        score = out.object_score_logits.reshape(b, 1)
+        mask = mask[:, None].to(pix.dtype)
+        high = mask * 20.0 - 10.0
+        low = F.interpolate(
+            high.float(),
+            size=m.prompt_encoder.mask_input_size,
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        ).to(pix.dtype)[:, 0]
+        dec = self.decode_train(
+            pix, feats, prior=m.mask_downsample(mask)[:, 0], initial=True, multimask=True
+        )
+        lam = (mask.flatten(1) > 0).any(-1, keepdim=True).to(pix.dtype)  # (B, 1)
+        pointer = lam * dec.pointer + (1 - lam) * m.no_object_pointer
         return TrainStep(
-            low[:, None],
-            out.iou_scores.reshape(b, 1),
-            score,
-            low,
-            out.high_res_masks,
-            out.object_pointer.reshape(b, -1),
+            multimask_logits=low[:, None],
+            iou=mask.new_ones(b, 1),
+            object_score=20.0 * lam - 10.0,
+            logits=low,
+            high_res=high,
+            pointer=pointer,
             from_mask=True,
         )
 

@@ -36,7 +36,6 @@ TRAINING_INTERNALS = {
         "object_score_logits",
         "is_mask_from_pts",
     },
-    "_use_mask_as_output": {"backbone_features", "high_res_features", "mask_inputs"},
     "_use_multimask": {"is_init_cond_frame", "point_inputs"},
     "_gather_memory_frame_outputs": {
         "inference_session",
@@ -122,6 +121,28 @@ def test_training_steps_equal_inference_steps(multimask_tracking) -> None:
         # equal up to float summation order (a few 1e-9 from frame 4 on)
         torch.testing.assert_close(g.logits[0], logits_of(r), atol=1e-6, rtol=0, msg=f"frame {t}")
         assert float(g.object_score[0, 0]) == pytest.approx(score_of(r), abs=1e-6)
+
+
+def test_mask_prompt_equals_inference() -> None:
+    model = random_model(tiny_config(128), seed=4).eval()
+    video = _video(3)
+    mask = torch.zeros(128, 128)
+    mask[30:70, 40:90] = 1.0
+    inf, trn = Sam2Engine(model), Sam2TrainingEngine(model)
+    with torch.no_grad():
+        clip = trn.encode_clips(video, batch=1)
+        source = _Features([clip.frame(t)[0] for t in range(3)], clip.frame(0)[1])
+        st = inf.new_state(20, source)
+        ref = [inf.decode_prompt(st, 0, mask=mask), inf.track(st, 1, reverse=False)]
+        ts = trn.train_state(20)
+        f, _ = clip.frame(0)
+        s0 = trn.mask_as_output(f, mask[None])
+        trn.commit(ts, 0, f, s0, conditioning=True, from_prompt=True)
+        f, pos = clip.frame(1)
+        s1 = trn.decode_train(trn.condition(ts, 1, f, pos, with_memory=True), f, initial=False)
+    assert s0.from_mask
+    torch.testing.assert_close(s0.logits[0], logits_of(ref[0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(s1.logits[0], logits_of(ref[1]), atol=1e-6, rtol=0)
 
 
 def test_batched_clips_equal_single_clips() -> None:
