@@ -407,6 +407,13 @@ class ClipFeatures:
     pos: list[torch.Tensor]
     batch: int
 
+    def gather(self, index: torch.Tensor, batch: int) -> ClipFeatures:
+        """The features of other clips built from these: column ``j`` of the result is column
+        ``index[j]`` of these (``len(index) = T * batch``, frame-major). Lets several objects
+        share one encoded frame; gradients add up where they do."""
+        idx = index.to(self.levels[0].device)
+        return ClipFeatures([f.index_select(1, idx) for f in self.levels], self.pos, int(batch))
+
     def frame(self, t: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Features ``(HW_l, B, C_l)`` per level and position encodings ``(HW_l, B, C)`` of frame ``t``."""
         b = self.batch

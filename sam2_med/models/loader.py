@@ -307,6 +307,26 @@ def _ensure_cached(spec: ModelSpec, cache: Path, offline: bool) -> tuple[Path, s
     return path, f"{path} (downloaded from {origin})"
 
 
+def packaged_path(spec: ModelSpec) -> Path:
+    """The file of weights shipped inside the package (see ``ModelSpec.package_file``).
+
+    Raises
+    ------
+    WeightsNotFoundError
+        The installation lacks the file (a broken or partial install).
+    """
+    from importlib import resources
+
+    path = Path(str(resources.files("sam2_med").joinpath(spec.package_file or "")))
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"the weights of {spec.name!r} should ship with sam2-med but are missing; "
+            "reinstall sam2-med",
+            path,
+        )
+    return path
+
+
 # --------------------------------------------------------------------------- public: cache
 @dataclass(frozen=True)
 class CacheEntry:
@@ -324,7 +344,8 @@ class CacheEntry:
         Digest (recorded at download/import for :func:`cached_weights`; recomputed by
         :func:`verify_cache`), or None if never recorded.
     status
-        ``"verified"`` (equals the published digest), ``"unverified"`` (no published digest;
+        ``"verified"`` (equals the published digest), ``"shipped"`` (weights inside the
+        package, as registered), ``"unverified"`` (no published digest;
         unchanged since it was recorded), ``"checksum mismatch"``, ``"changed since recorded"``
         or ``"not yet checked"``.
     """
@@ -340,6 +361,15 @@ def _entries(cache: Path, rehash: bool) -> list[CacheEntry]:
     out = []
     for name in list_models():
         spec = get_spec(name)
+        if spec.package_file:
+            try:
+                path = packaged_path(spec)
+            except WeightsNotFoundError:
+                continue
+            sha = _sha256(path) if rehash else spec.sha256
+            status = "shipped" if sha == spec.sha256 else "checksum mismatch"
+            out.append(CacheEntry(name, path, path.stat().st_size, sha, status))
+            continue
         path = _cache_path(spec, cache)
         if not path.is_file():
             continue
@@ -419,6 +449,8 @@ def import_weights(
     """
     spec = get_spec(name)
     src = Path(file).expanduser()
+    if spec.package_file:
+        raise CheckpointError(f"{spec.name!r} ships with sam2-med: there is nothing to import", src)
     if not src.is_file():
         raise WeightsNotFoundError("no such file", src)
     dest = _cache_path(spec, _cache(cache_dir))
@@ -616,6 +648,10 @@ def load_model(
         source = str(path)
     elif spec is None:
         raise Sam2MedError(f"give a model name ({', '.join(list_models())}) or checkpoint=")
+    elif spec.package_file:
+        path = packaged_path(spec)
+        _check_sha(path, spec, _sha256(path))
+        source = f"{path} (shipped with sam2-med)"
     else:
         path, source = _ensure_cached(spec, _cache(cache_dir), _offline(offline))
     state = _read_meta_checkpoint(path)

@@ -9,7 +9,9 @@ says so.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
@@ -84,6 +86,11 @@ class ModelSpec:
         Published SHA-256 of the file, or None when none is published.
     description
         One line for listings.
+    notes
+        Caveats shown with the model.
+    package_file
+        Path of weights shipped inside the ``sam2_med`` package (relative to it), or None for
+        weights that are downloaded into the cache.
     """
 
     name: str
@@ -98,6 +105,7 @@ class ModelSpec:
     sha256: str | None
     description: str
     notes: tuple[str, ...] = field(default=())
+    package_file: str | None = None
 
     def arch_dict(self) -> dict[str, Any]:
         """A mutable copy of :attr:`arch`."""
@@ -105,6 +113,8 @@ class ModelSpec:
 
     def where_to_get(self) -> str:
         """Where a person can download the file by hand."""
+        if self.package_file:
+            return f"the sam2-med package itself (sam2_med/{self.package_file})"
         return " or ".join(s.describe() for s in self.sources)
 
 
@@ -201,13 +211,45 @@ def _medsam2_spec() -> ModelSpec:
     )
 
 
+#: Models whose weights ship inside the package: ``sam2_med/weights/<name>.json`` holds all
+#: their registry data (architecture, file, SHA-256, licence, statement), in one place.
+_PACKAGED = ("sam2med_demo_phantom",)
+
+
+def _packaged_spec(name: str) -> ModelSpec | None:
+    """The registry entry of weights shipped in ``sam2_med/weights`` (None when absent)."""
+    try:
+        text = resources.files("sam2_med").joinpath("weights", f"{name}.json").read_text("utf-8")
+    except (FileNotFoundError, OSError):
+        return None
+    d = json.loads(text)
+    arch = complete_arch(d["arch"])
+    return ModelSpec(
+        name=d["name"],
+        family=d["family"],
+        size=d["size"],
+        image_size=int(arch["image_size"]),
+        arch=MappingProxyType(arch),
+        filename=d["file"],
+        sources=(),
+        licence=d["licence"],
+        licence_text=f"{d['licence_text']} {d['statement']}",
+        sha256=d["sha256"],
+        description=d["description"],
+        notes=(d["statement"],),
+        package_file=f"weights/{d['file']}",
+    )
+
+
 _REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
         *(_meta_spec("sam2.1", s) for s in _TRUNKS),
         *(_meta_spec("sam2", s) for s in _TRUNKS),
         _medsam2_spec(),
+        *(_packaged_spec(n) for n in _PACKAGED),
     ]
+    if spec is not None
 }
 
 

@@ -936,6 +936,8 @@ def _model_choices() -> list[tuple[str | None, str, str]]:
         spec = get_spec(name)
         status = cached.get(name)
         weights = f"weights: {status}" if status else "weights: not downloaded"
+        if spec.package_file:
+            weights = "weights: shipped"
         text = f"{name} | {spec.size}, {spec.image_size} px | {spec.licence} | {weights}"
         out.append((name, text, spec.licence_text))
     out.append((None, "custom checkpoint file…", "the licence of whoever published the file"))

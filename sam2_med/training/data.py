@@ -395,6 +395,24 @@ class ClipSampler:
 
     def sample(self, case: Case, rng: np.random.Generator, tries: int = 20) -> Clip | None:
         """One clip from ``case``, or None when no object fits (too few slices, too small)."""
+        group = self.sample_group(case, rng, 1, tries=tries)
+        return group[0] if group else None
+
+    def sample_group(
+        self, case: Case, rng: np.random.Generator, objects: int, tries: int = 20
+    ) -> list[Clip]:
+        """Up to ``objects`` clips on the same slices of ``case``, one per object.
+
+        The first object is drawn at random and its clip placed as :meth:`sample` places it;
+        the others are further label values (or components) present on the clip's first frame.
+        They share one frames tensor (encoded once) and one augmentation, so a batch learns
+        that different prompts on the same image mean different objects.
+
+        Returns
+        -------
+        list of Clip
+            Empty when nothing fits.
+        """
         from scipy.ndimage import label as cc_label
 
         for _ in range(tries):
@@ -404,8 +422,9 @@ class ClipSampler:
                 continue
             present = case.present
             if not present:
-                return None
-            value = present[int(rng.integers(len(present)))]
+                return []
+            order = [present[i] for i in rng.permutation(len(present))]
+            value = order[0]
             obj = case.labels == value
             if self.component_prob and rng.random() < self.component_prob:
                 comp, n = cc_label(obj)
@@ -423,29 +442,45 @@ class ClipSampler:
             slices = [k0 + step * t for t in range(self.length)]
             if not 0 <= slices[-1] < st.n_slices:
                 continue
+            objs = [(value, obj)]
+            for v in order[1:]:
+                if len(objs) >= objects:
+                    break
+                m = case.labels == v
+                if np.take(m, k0, axis=st.axis_index).sum() >= max(1, self.min_area // 2):
+                    objs.append((v, m))
             masks = torch.stack(
-                [st.mask_to_frame(np.take(obj, k, axis=st.axis_index)) for k in slices]
-            )
-            if float(masks[0].sum()) < self.min_area:
-                continue
+                [
+                    torch.stack(
+                        [st.mask_to_frame(np.take(m, k, axis=st.axis_index)) for k in slices]
+                    )
+                    for _, m in objs
+                ]
+            )  # (K, T, S, S)
             frames = st.frames(slices)
             if self._aug is not None:
                 frames, masks = self._augment(frames, masks, rng)
-                if float(masks[0].sum()) < self.min_area:
-                    continue
-            return Clip(frames, masks, st.n_slices, case.name, value, slices, axis)
-        return None
+            keep = [i for i in range(len(objs)) if float(masks[i, 0].sum()) >= self.min_area]
+            if not keep:
+                continue
+            return [
+                Clip(frames, masks[i], st.n_slices, case.name, objs[i][0], slices, axis)
+                for i in keep
+            ]
+        return []
 
     def _augment(
         self, frames: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One random transform for the frames (T, 3, S, S) and every mask (K, T, S, S)."""
         grey = frames[:, :1] * self._std[:, :1] + self._mean[:, :1]  # back to [0, 1]
         t = frames.shape[0]
-        data = {"image": grey[:, 0].clone(), "mask": masks.clone()}  # channels = frames
+        k = masks.shape[0]
+        data = {"image": grey[:, 0].clone(), "mask": masks.reshape(k * t, *masks.shape[2:]).clone()}
         self._aug.set_random_state(seed=int(rng.integers(2**31)))
         out = self._aug(data)
         img = _plain(out["image"]).float().clamp(0, 1)[:, None]
-        msk = (_plain(out["mask"]).float() > 0.5).float()
+        msk = (_plain(out["mask"]).float() > 0.5).float().reshape(masks.shape)
         img = img.expand(t, 3, -1, -1)
         return ((img - self._mean) / self._std).contiguous(), msk
 

@@ -12,7 +12,11 @@ Per frame and per decoder pass (a prompt, then each corrective click), with ``M`
   (thresholded at 0), averaged over all ``M`` outputs;
 * **object score**: binary cross-entropy of the object-score logit against "the target is not
   empty";
-* mask, dice and IoU terms count only on frames where the object is present.
+* mask, dice and IoU terms count only on frames where the object is present. Where the model's
+  object score says "absent" (logit <= 0), SAM 2 replaces the mask logits by a constant
+  (-1024): those frames give the mask terms no gradient (Meta's training too), only the object
+  score term can fix them; their constant mask terms are left out of the reported sums, which
+  keeps the loss readable without changing any gradient.
 
 The weights default to Meta's SAM 2.1 training configuration: focal 20, dice 1, IoU 1, object
 score 1. Losses are summed over frames and decoder passes and averaged over the clips of a batch.
@@ -87,6 +91,8 @@ def frame_losses(
     w = w or LossWeights()
     b = target.shape[0]
     present = (target.flatten(1) > 0).any(-1).float()  # (B,)
+    gate_open = (step.object_score.detach().reshape(b) > 0).float()
+    counted = present * gate_open
     zero = target.new_zeros(())
     if step.from_mask:
         return {"focal": zero, "dice": zero, "iou": zero, "object_score": zero, "total": zero}
@@ -115,9 +121,9 @@ def frame_losses(
         step.object_score.float().reshape(b), present, reduction="none"
     )
     out = {
-        "focal": (focal * present).mean(),
-        "dice": (dice * present).mean(),
-        "iou": (iou * present).mean(),
+        "focal": (focal * counted).mean(),
+        "dice": (dice * counted).mean(),
+        "iou": (iou * counted).mean(),
         "object_score": obj.mean(),
     }
     out["total"] = (

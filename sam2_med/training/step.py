@@ -47,6 +47,7 @@ class PromptPolicy:
     corrections: int = 2
     correct_later: float = 0.3
     correction_center: float = 0.5
+    multimask: bool | None = None
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -137,7 +138,8 @@ def batch_loss(
     ----------
     engine : Sam2TrainingEngine
     clips : list of Clip
-        Same length ``T`` and image size.
+        Same length ``T`` and image size; clips that share a frames tensor (several objects on
+        the same slices, :meth:`ClipSampler.sample_group`) share its encoding.
     rng : numpy Generator
         Draws the prompt kind, clicks, boxes and corrections.
 
@@ -155,10 +157,20 @@ def batch_loss(
     b, t_len = len(clips), clips[0].frames.shape[0]
     size = clips[0].frames.shape[-1]
     dev = engine.device
-    pixels = torch.stack([c.frames for c in clips], 1).reshape(t_len * b, 3, size, size).to(dev)
+    # clips of several objects on the same slices share one frames tensor: encode it once
+    unique: dict[int, int] = {}
+    for c in clips:
+        unique.setdefault(id(c.frames), len(unique))
+    frames = {id(c.frames): c.frames for c in clips}
+    u = len(unique)
+    ordered = [frames[key] for key in unique]
+    pixels = torch.stack(ordered, 1).reshape(t_len * u, 3, size, size).to(dev)
     targets = torch.stack([c.masks for c in clips], 1).to(dev)  # (T, B, S, S)
     tnp = targets.cpu().numpy() > 0.5
-    feats = engine.encode_clips(pixels, b)
+    feats = engine.encode_clips(pixels, u)
+    if u != b:
+        index = torch.tensor([t * u + unique[id(c.frames)] for t in range(t_len) for c in clips])
+        feats = feats.gather(index, b)
     st = engine.train_state(min(c.n_frames for c in clips))
     # a mask prompt passes through: on a one-frame clip it would teach nothing
     p = np.array([policy.click, policy.box, policy.mask if t_len > 1 else 0.0], dtype=np.float64)
@@ -186,7 +198,9 @@ def batch_loss(
         pix = engine.condition(st, 0, f, pos, with_memory=False)
         points = torch.tensor(pts, dtype=torch.float32)
         labels = torch.tensor(labs, dtype=torch.int32)
-        step = engine.decode_train(pix, f, points=points, labels=labels, initial=True)
+        step = engine.decode_train(
+            pix, f, points=points, labels=labels, initial=True, multimask=policy.multimask
+        )
         acc(step, targets[0])
         for _ in range(int(rng.integers(policy.corrections + 1))):
             pred = (_up(step.logits.detach(), size) > 0).cpu().numpy()
@@ -207,6 +221,7 @@ def batch_loss(
         engine.commit(st, 0, f, step, conditioning=True, from_prompt=True)
     with torch.no_grad():
         parts["dice_frame0"] = _hard_dice(_up(step.logits, size), targets[0])
+        parts["present_frame0"] = float((step.object_score > 0).float().mean())
     t_corr = (
         int(rng.integers(1, t_len)) if t_len > 1 and rng.random() < policy.correct_later else -1
     )

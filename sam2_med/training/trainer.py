@@ -94,6 +94,14 @@ class TrainConfig:
         Clips per step.
     clip_length : int
         Consecutive slices per clip (frame 0 prompted, the others tracked).
+    objects_per_clip : int
+        Up to this many objects share each clip's slices (each its own prompt and target, the
+        frames encoded once): cheaper per object, and it teaches that the prompt, not the
+        image, says which object is meant.
+    single_frame_steps : int
+        A warm-up curriculum: the first steps train the prompted frame alone (clips of one
+        slice, ``batch * clip_length`` of them per step: the same frames per step, no memory),
+        which teaches prompt -> mask faster per CPU second; the memory path follows.
     lr, weight_decay, warmup, min_lr_ratio, grad_clip : float
         AdamW learning rate (peak), weight decay, linear warm-up steps, final fraction of the
         peak after the cosine decay, global gradient-norm clip (0 disables).
@@ -123,6 +131,8 @@ class TrainConfig:
     steps: int = 1000
     batch: int = 4
     clip_length: int = 4
+    objects_per_clip: int = 1
+    single_frame_steps: int = 0
     lr: float = 1e-4
     weight_decay: float = 0.01
     warmup: int = 100
@@ -380,6 +390,14 @@ class Trainer:
             component_prob=config.component_prob,
             augment=config.augment,
         )
+        self.single_sampler = ClipSampler(
+            self.engine.image_size,
+            1,
+            axes=config.axes,
+            window=config.window,
+            component_prob=config.component_prob,
+            augment=config.augment,
+        )
         for group in config.freeze:
             for p in getattr(self.model, FREEZABLE[group]).parameters():
                 p.requires_grad_(False)
@@ -425,19 +443,23 @@ class Trainer:
     def _clips(self) -> list[Any]:
         clips: list[Any] = []
         misses = 0
-        while len(clips) < self.config.batch:
+        single = self.step < self.config.single_frame_steps
+        sampler = self.single_sampler if single else self.sampler
+        batch = self.config.batch * (self.config.clip_length if single else 1)
+        while len(clips) < batch:
             case = self.source.sample(self.rng)
-            clip = self.sampler.sample(case, self.rng)
-            if clip is None:
+            want = min(self.config.objects_per_clip, batch - len(clips))
+            group = sampler.sample_group(case, self.rng, want)
+            if not group:
                 misses += 1
-                if misses > 50 * self.config.batch:
+                if misses > 50 * batch:
                     raise TrainingError(
                         f"no clip of {self.config.clip_length} slices with a labelled object "
                         "could be cut from the training cases (volumes too short, or structures "
                         "too small); lower clip_length"
                     )
                 continue
-            clips.append(clip)
+            clips.extend(group)
         return clips
 
     def train_step(self) -> dict[str, float]:
@@ -641,9 +663,15 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{self.train_loss:.3f}", refresh=False)
                 elif self.step % c.log_every == 0 or self.step == c.steps:
+                    recent = self.history[-c.log_every :]
+                    d0 = np.mean(
+                        [h["dice_frame0"] for h in recent if "dice_frame0" in h] or [np.nan]
+                    )
+                    dl = np.mean([h["dice_last"] for h in recent if "dice_last" in h] or [np.nan])
                     self.log(
                         f"step {self.step}/{c.steps} loss {self.train_loss:.4f} "
-                        f"(last {parts['total']:.4f}) lr {parts['lr']:.2e} {self.wall:.0f}s"
+                        f"(last {parts['total']:.4f}) training Dice: prompted frame {d0:.3f}, "
+                        f"last frame {dl:.3f}; lr {parts['lr']:.2e} {self.wall:.0f}s"
                     )
                 done = self.step == c.steps
                 if (c.val_every and self.step % c.val_every == 0) or (done and self.val_cases):

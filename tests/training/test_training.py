@@ -58,8 +58,8 @@ def test_loss_falls_on_a_fixed_batch(cases) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
-    assert np.mean(losses[-3:]) < 0.6 * losses[0], losses
+        losses.append(float(loss.detach()))
+    assert np.median(losses[-5:]) < 0.6 * losses[0], losses
 
 
 def test_clip_frames_are_the_inference_frames(cases) -> None:
