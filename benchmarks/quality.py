@@ -20,7 +20,8 @@ Per structure (label) of every case, all through :class:`sam2_med.session.Sessio
   bounding box, on the slice where the structure is largest), propagated both ways; 3D Dice.
 * **corrections**: after the one-click run, 1, 2 and 3 simulated corrective clicks, each at the
   most interior pixel of the largest error region on the slice with the most wrong voxels
-  (positive where the object was missed, negative on a false positive), then re-propagation.
+  (positive where the object was missed, negative on a false positive;
+  :func:`sam2_med.evaluate.corrective_click`), then re-propagation.
 * **stop rules**: ``stop_after_empty=N`` for N in ``--stop-after``: slices computed against
   slices holding the object, and the Dice change; ``converge_after=3`` for the corrections:
   slices recomputed and the Dice change.
@@ -74,29 +75,6 @@ def slice_dice(p: np.ndarray, g: np.ndarray, axis: int) -> np.ndarray:
         return np.where(den > 0, 2.0 * inter / np.maximum(den, 1), np.nan)
 
 
-def correction_voxel(p: np.ndarray, g: np.ndarray, axis: int) -> tuple[np.ndarray, int] | None:
-    """The simulated corrective click: (ijk, 1/0) at the largest error of the worst slice."""
-    from scipy.ndimage import distance_transform_edt
-    from scipy.ndimage import label as cc_label
-
-    err = p != g
-    other = tuple(a for a in range(3) if a != axis)
-    per_slice = err.sum(axis=other)
-    if per_slice.max() == 0:
-        return None
-    k = int(np.argmax(per_slice))
-    e2 = np.take(err, k, axis=axis)
-    comp, _ = cc_label(e2)
-    biggest = comp == int(np.argmax(np.bincount(comp.ravel())[1:])) + 1
-    d = distance_transform_edt(np.pad(biggest, 1))[1:-1, 1:-1]
-    r, c = np.unravel_index(int(np.argmax(d)), d.shape)
-    ijk = np.zeros(3, np.int64)
-    ijk[axis] = k
-    a, b = other
-    ijk[a], ijk[b] = r, c
-    return ijk, int(bool(g[tuple(ijk)]))
-
-
 def _prompt(session: Any, label: int, prompt: Any) -> None:
     if len(prompt.boxes):
         session.add_box(label, *prompt.boxes[0])
@@ -113,7 +91,7 @@ def run_case(
     structures: dict[int, str],
     args: argparse.Namespace,
 ) -> list[dict[str, Any]]:
-    from sam2_med.evaluate import derive_prompt
+    from sam2_med.evaluate import corrective_click, derive_prompt
     from sam2_med.session import Session
 
     t0 = time.perf_counter()
@@ -178,7 +156,7 @@ def run_case(
         ds = []
         before = len(sess.stats.decoded)
         for _c in range(args.corrections):
-            click = correction_voxel(sess.object_volume(v), g, ax)
+            click = corrective_click(sess.object_volume(v), g, ax)
             if click is None:
                 ds.append(ds[-1] if ds else row["click_dice"])
                 continue
@@ -202,7 +180,7 @@ def run_case(
         before = len(conv.stats.decoded)
         ds = []
         for _c in range(args.corrections):
-            click = correction_voxel(conv.object_volume(v), g, ax)
+            click = corrective_click(conv.object_volume(v), g, ax)
             if click is None:
                 break
             conv.add_points(v, click[0][None], [click[1]])
