@@ -320,7 +320,22 @@ def summarize(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
         else:
             hit = sum(r["review_grid"][key]["hit"] for r in rows)
             false = sum(r["review_grid"][key]["false"] for r in rows)
-        review[key] = {"recall": hit / bad if bad else None, "flagged_good": false}
+        review[key] = {
+            "recall": hit / bad if bad else None,
+            "flagged_good": false,
+            "precision": hit / (hit + false) if hit + false else None,
+        }
+
+    # the setting with the best F1 (recall and precision weighed equally)
+    def f1(v: dict[str, Any]) -> float:
+        r, p = v["recall"] or 0.0, v["precision"] or 0.0
+        return 2 * r * p / (r + p) if r + p else 0.0
+
+    grid_keys = [k for k in review if "," in k]
+    if grid_keys and bad:
+        best = max(grid_keys, key=lambda k: f1(review[k]))
+        review["best_f1"] = {"setting": best, **review[best], "f1": f1(review[best])}
+        review["default"]["f1"] = f1(review["default"])
     out["drift_review"] = review
     bf = [r["bf16_iou"] for r in rows if "bf16_iou" in r]
     if bf:
@@ -391,6 +406,13 @@ def table(name: str, s: dict[str, Any], args: argparse.Namespace) -> str:
         f"  drift review (defaults): {r['bad_slices']} bad slices (Dice < 0.5) of "
         f"{r['slices_reviewed']}; recall {rec}, flagged good slices {d['flagged_good']}"
     )
+    if "best_f1" in r:
+        b = r["best_f1"]
+        ms, mac = b["setting"].split(",")
+        lines.append(
+            f"    best F1 {b['f1']:.2f} at min_score={ms}, max_area_change={mac}: recall "
+            f"{b['recall']:.2f}, flagged good slices {b['flagged_good']}"
+        )
     if "bf16" in s:
         lines.append(
             f"  bfloat16 vs float32: mask IoU {_fmt(s['bf16']['mask_iou'])}, Dice change "
