@@ -15,7 +15,7 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +24,14 @@ import numpy as np
 
 from .errors import PromptError, Sam2MedError
 from .labels import LabelVolume
-from .prompts import ObjectPrompts, PromptSet, load_prompts, mask_prompt_objects, parse_prompts
+from .prompts import (
+    ObjectPrompts,
+    PromptSet,
+    check_points_on_finite_voxels,
+    load_prompts,
+    mask_prompt_objects,
+    parse_prompts,
+)
 from .volume import Volume
 
 if TYPE_CHECKING:
@@ -101,12 +108,51 @@ class SegmentationResult:
         """The image the labels belong to."""
         return self.labels.reference
 
-    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        dicom_seg: str | os.PathLike[str] | None = None,
+        inputs: Sequence[str | os.PathLike[str]] = (),
+        measurements: Any = True,
+    ) -> Path:
         """Write the label map as NIfTI (plus ``<stem>.json`` sidecar with names and the run
-        record) on exactly the image's grid; see :func:`sam2_med.io.save_mask`."""
-        from .io import save_mask
+        record and the measurements) on exactly the image's grid; see
+        :func:`sam2_med.io.save_mask`.
 
-        return save_mask(self.labels, path, reference=self.image, overwrite=overwrite)
+        Parameters
+        ----------
+        path : path-like
+            ``.nii.gz`` or ``.nii``.
+        overwrite : bool
+            Replace existing outputs (never an input, nor a file at the sidecar path that is
+            not this mask's sam2-med sidecar).
+        dicom_seg : path-like, optional
+            Also a DICOM SEG (DICOM images only), written with the mask as one unit (see
+            :func:`sam2_med.io.writers.save_outputs`).
+        inputs : sequence of path-like
+            Other files the run read (prompt JSON...), which no output may replace.
+        measurements : bool or sequence of StructureMeasurements
+            The sidecar's measurements: True (measure), False (none) or already computed.
+
+        Returns
+        -------
+        Path
+            The mask written.
+        """
+        from .io.writers import save_outputs
+
+        save_outputs(
+            self.labels,
+            self.image,
+            mask=path,
+            dicom_seg=dicom_seg,
+            overwrite=overwrite,
+            inputs=inputs,
+            measurements=measurements,
+        )
+        return Path(path)
 
     def save_dicom_seg(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write a DICOM Segmentation referencing the source series (DICOM images only)."""
@@ -114,14 +160,41 @@ class SegmentationResult:
 
         return save_dicom_seg(self.labels, path, reference=self.image, overwrite=overwrite)
 
+    # -- clinical outputs (measurements, RT Structure Set, report) ---------------------------
+    def measure(self, *, plane: str = "axial", **options: Any) -> list[Any]:
+        """Volume, surface, centroid, intensity statistics and RECIST axes of every object;
+        see :func:`sam2_med.measure.measure` (``options`` are passed on)."""
+        from .measure import measure
 
-def load_image(image: Volume | str | os.PathLike[str], *, series_uid: str | None = None) -> Volume:
+        return measure(self.labels, plane=plane, **options)
+
+    def save_rtstruct(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write a DICOM RT Structure Set referencing the source series (DICOM images only);
+        see :func:`sam2_med.io.save_rtstruct`."""
+        from .io import save_rtstruct
+
+        return save_rtstruct(self.labels, path, reference=self.image, overwrite=overwrite)
+
+    def write_report(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write ``report.html`` with a picture per object and the measurement tables; see
+        :func:`sam2_med.report.write_report`."""
+        from .report import write_report
+
+        return write_report(self.labels, folder, overwrite=overwrite)
+
+
+def load_image(
+    image: Volume | str | os.PathLike[str],
+    *,
+    series_uid: str | None = None,
+    index: int | None = None,
+) -> Volume:
     """``image`` itself if it is a Volume, else :func:`sam2_med.io.load_volume` of the path."""
     if isinstance(image, Volume):
         return image
     from .io import load_volume
 
-    return load_volume(image, series_uid=series_uid)
+    return load_volume(image, series_uid=series_uid, index=index)
 
 
 def resolve_prompts(prompts: Any, volume: Volume, *, axis: str = "axial") -> PromptSet:
@@ -208,6 +281,7 @@ def segment(
     device: str = "cpu",
     dtype: str = "float32",
     series_uid: str | None = None,
+    index: int | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     session_factory: Callable[..., Any] | None = None,
@@ -236,8 +310,9 @@ def segment(
         :data:`DEFAULT_MODEL` (unless ``checkpoint`` is given).
     checkpoint : path, optional
         A checkpoint file (Meta's SAM 2 format or MedSAM2) instead of a registry model.
-    arch : dict or path, optional
-        Architecture of a non-standard checkpoint (see :func:`sam2_med.models.load_model`).
+    arch : dict, str or path, optional
+        Architecture of a checkpoint file that is not a published one: a registered model name
+        (``"medsam2"``), a dict, or a JSON file (see :func:`sam2_med.models.load_model`).
     axis : {"axial", "coronal", "sagittal"}
         Plane of the slices fed to the model; the voxel axis is chosen from the affine.
     window : str, (center, width) or IntensityTransform
@@ -248,6 +323,8 @@ def segment(
     dtype : {"float32", "bfloat16"}
     series_uid : str, optional
         Which series to read from a DICOM folder holding several.
+    index : int, optional
+        Which volume of a 4D image (or 4D DICOM series) to segment.
     progress : callable(done: int, total: int), optional
         Passed to :meth:`Session.propagate`: called after each slice of each object, ``total``
         being the slice steps planned (a stop rule may end a run early; ``done`` then jumps).
@@ -267,10 +344,10 @@ def segment(
         Any bad input (unreadable image, invalid prompts, missing weights...), with a one-line
         message starting with the offending path.
     """
-    volume = load_image(image, series_uid=series_uid)
+    volume = load_image(image, series_uid=series_uid, index=index)
     prompt_set = resolve_prompts(prompts, volume, axis=axis)
     if isinstance(arch, (str, os.PathLike)):
-        arch = read_arch(arch)
+        arch = resolve_arch(arch)
     loaded = _load_model(model, checkpoint=checkpoint, arch=arch, device=device, dtype=dtype)
     return segment_volume(
         volume,
@@ -281,6 +358,31 @@ def segment(
         cancel=cancel,
         session_factory=session_factory,
     )
+
+
+def resolve_arch(value: str | os.PathLike[str]) -> str | dict[str, Any]:
+    """An ``arch`` given as text: a registered model name (returned as is) or a JSON file.
+
+    Raises
+    ------
+    Sam2MedError
+        Neither a registered model name nor an existing file (the message lists the names).
+    """
+    from .models import list_models
+
+    names = list_models()
+    p = Path(value)
+    if isinstance(value, str) and value in names and not p.is_file():
+        return value
+    if not p.exists():
+        listing = ", ".join(names)
+        raise Sam2MedError(
+            f"arch={str(value)!r} is neither a registered model name ({listing}) nor an "
+            "architecture JSON file",
+            cli=f"--arch {value}: neither a registered model name ({listing}) nor an "
+            "architecture JSON file",
+        )
+    return read_arch(p)
 
 
 def read_arch(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -298,6 +400,8 @@ def read_arch(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise Sam2MedError(
             f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}", p
         ) from None
+    except RecursionError:
+        raise Sam2MedError("JSON nested too deeply to read; not an architecture file", p) from None
     if not isinstance(data, dict):
         raise Sam2MedError("an architecture file must hold a JSON object", p)
     return data
@@ -348,6 +452,7 @@ def segment_volume(
         from .session import Session
 
         session_factory = Session
+    check_points_on_finite_voxels(prompt_set, volume)
     start = time.perf_counter()
     session = session_factory(model, volume, axis=prompt_set.axis, window=window)
     axis_index = int(getattr(session, "axis_index", prompt_set.axis_index))
@@ -380,18 +485,18 @@ def segment_volume(
         for label in scores:
             scores[label] = np.asarray(session.profile(label).scores, dtype=np.float64)
     lm = session.label_map()
+    applied_window = getattr(getattr(session, "stream", None), "intensity", None)
     seconds = time.perf_counter() - start
     names = {**dict(getattr(lm, "names", {}) or {}), **prompt_set.names}
     record = {
         "status": "cancelled" if cancelled else "complete",
-        "model": getattr(model, "name", "custom"),
-        "model_source": getattr(model, "source", None),
-        "model_licence": getattr(model, "licence", None),
+        **model_record(model),
         "axis": prompt_set.axis,
         "axis_index": axis_index,
-        "window": str(window),
+        "window": window_record(window, applied_window, volume),
         "prompts": prompt_set.describe(),
         "prompts_sha256": prompts_digest(prompt_set),
+        "image_notes": list(volume.provenance.notes),
         "scores": {
             str(lab): [_float_or_none(v) for v in arr.tolist()] for lab, arr in scores.items()
         },
@@ -425,6 +530,41 @@ def segment_volume(
         seconds=seconds,
         record=record,
     )
+
+
+def model_record(model: Any) -> dict[str, Any]:
+    """What the run record says about the model: name, source, licence, and for a checkpoint
+    file its SHA-256, input size, the architecture it was built with and how that was chosen."""
+    arch = getattr(model, "arch", None)
+    return {
+        "model": getattr(model, "name", "custom"),
+        "model_source": getattr(model, "source", None),
+        "model_licence": getattr(model, "licence", None),
+        "model_sha256": getattr(model, "sha256", None),
+        "model_published": getattr(model, "published", None),
+        "model_image_size": getattr(model, "image_size", None),
+        "model_arch_from": getattr(model, "arch_from", None) or None,
+        "model_arch": None if arch is None else dict(arch),
+    }
+
+
+def window_record(window: Any, applied: Any, volume: Volume) -> dict[str, Any]:
+    """The intensity window as requested and as applied (parameters resolved: centre/width,
+    or the percentile range computed for this volume)."""
+    from .intensity import IntensityTransform, resolve_intensity
+
+    if not isinstance(applied, IntensityTransform):
+        applied = resolve_intensity(volume, window)
+    requested = window.describe() if isinstance(window, IntensityTransform) else window
+    if isinstance(requested, tuple):
+        requested = list(requested)
+    return {
+        "requested": requested if isinstance(requested, (str, list)) else str(requested),
+        "applied": applied.describe(),
+        "kind": applied.kind,
+        "name": applied.name,
+        **{k: v for k, v in applied.parameters.items() if v is not None},
+    }
 
 
 def _send_prompts(session: Any, obj: ObjectPrompts, axis_index: int) -> None:

@@ -23,6 +23,13 @@ A job is **finished** when its output mask exists and its sidecar records a comp
 prompts in voxel indices). Finished jobs are skipped, so re-running a batch after a crash or a
 failure only computes what is missing. An output that exists but is not a finished sam2-med run
 of these prompts is never replaced without ``overwrite=True``: the job fails and says why.
+
+Here or on a cluster
+--------------------
+:func:`run` segments a whole batch in this process, or with ``client=`` (a Dask
+``distributed.Client``: a local cluster, or any scheduler such as one dask-jobqueue starts on
+SLURM) on that cluster's workers, with the same jobs, outputs and datalist
+(:mod:`sam2_med.dask_batch`).
 """
 
 from __future__ import annotations
@@ -46,8 +53,10 @@ __all__ = [
     "JobOutcome",
     "file_digest",
     "finished_state",
+    "label_names_of",
     "load_jobs",
     "read_table",
+    "run",
     "run_batch",
     "write_datalist",
 ]
@@ -131,6 +140,8 @@ def read_table(
             mark = getattr(err, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
             raise BatchError(f"invalid YAML{where}: {getattr(err, 'problem', err)}", p) from None
+        except RecursionError:
+            raise BatchError("YAML nested too deeply to read; not a jobs table", p) from None
         if isinstance(data, dict) and list_key in data:
             data = data[list_key]
         if not isinstance(data, list):
@@ -333,7 +344,9 @@ def run_batch(
         except KeyboardInterrupt:
             raise
         except Sam2MedError as err:
-            outcome = JobOutcome(job, "failed", f"FAILED: {err}", time.perf_counter() - start)
+            outcome = JobOutcome(
+                job, "failed", f"FAILED: {err.cli_one_line()}", time.perf_counter() - start
+            )
         except Exception as err:  # one broken case must not stop the batch
             detail = f"{type(err).__name__}: {err}".splitlines()[0]
             outcome = JobOutcome(
@@ -410,3 +423,127 @@ def write_datalist(
     except OSError as err:
         raise BatchError(f"cannot write datalist: {err.strerror or err}", p) from None
     return p
+
+
+def label_names_of(outputs: Iterable[str | os.PathLike[str]]) -> dict[int, str]:
+    """Label value -> name from the sidecars of written masks (the first name seen wins);
+    unreadable sidecars are skipped. The datalist's ``"labels"``."""
+    names: dict[int, str] = {}
+    for path in outputs:
+        try:
+            meta = json.loads(_sidecar(Path(path)).read_text(encoding="utf-8"))
+            for k, v in (meta.get("label_names") or {}).items():
+                names.setdefault(int(k), str(v))
+        except (OSError, ValueError, AttributeError):
+            continue
+    return names
+
+
+# ------------------------------------------------------------------ one call, here or on Dask
+def run(
+    jobs: Sequence[Job] | str | os.PathLike[str],
+    *,
+    client: Any = None,
+    model: Any = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    arch: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    axis: str = "axial",
+    window: Any = "auto",
+    overwrite: bool = False,
+    datalist: str | os.PathLike[str] | None = None,
+    log: Callable[[str], None] = print,
+    debug: bool = False,
+    worker_timeout: float | None = None,
+    worker_threads: int | None = None,
+) -> list[JobOutcome]:
+    """Segment every job of a batch, in this process or on a Dask cluster.
+
+    Parameters
+    ----------
+    jobs : sequence of Job, or path of a jobs file (:func:`load_jobs`)
+    client : distributed.Client, optional
+        None: run here, one job after the other, the model loaded once. A client: run on its
+        cluster (:mod:`sam2_med.dask_batch`: one model per worker process, finished jobs
+        skipped here, outputs written by the workers; paths must be valid on the workers).
+        Start one with ``Client(sam2_med.dask_batch.local_cluster(2))`` or
+        ``sam2_med.dask_batch.connect("tcp://host:8786")``.
+    model : str or LoadedModel, optional
+        Registered model name (default :data:`sam2_med.api.DEFAULT_MODEL`); a LoadedModel only
+        without ``client`` (workers load their own copy).
+    checkpoint, arch, device, dtype
+        As in :func:`sam2_med.api.segment`. With a client, a bare ``device="cuda"`` gives each
+        worker its own GPU.
+    axis, window
+        Propagation plane and intensity window of every job.
+    overwrite : bool
+        Recompute every job and replace its output.
+    datalist : path-like, optional
+        Write the Decathlon datalist of the finished pairs there at the end
+        (:func:`write_datalist`, label names from the masks' sidecars), as ``sam2-med batch
+        --datalist`` does.
+    log : callable(str)
+        Per-job lines (``[n/N] name: done -> ...``; on a cluster also the dashboard link and
+        the model loads, and jobs are reported as they finish).
+    debug : bool
+        Log tracebacks of unexpected errors.
+    worker_timeout : float, optional
+        Seconds to wait for a first worker and for each worker's model load (default
+        :data:`sam2_med.dask_batch.WORKER_TIMEOUT_S`).
+    worker_threads : int, optional
+        torch's CPU threads per worker (default: the worker's CPUs divided by the Dask threads
+        on its host).
+
+    Returns
+    -------
+    list of JobOutcome
+        In job order.
+
+    Raises
+    ------
+    Sam2MedError
+        A bad jobs file, a model that cannot be loaded here (without a client), or a cluster
+        that cannot run the batch (:class:`sam2_med.dask_batch.ClusterError`). Failures of
+        single jobs are outcomes, not exceptions.
+    """
+    from ._batch_job import ModelChoice, segment_file_job
+
+    job_list = load_jobs(jobs) if isinstance(jobs, (str, os.PathLike)) else list(jobs)
+    loaded = None
+    if model is not None and not isinstance(model, str):
+        if client is not None:
+            raise TypeError(
+                "with a client, give the model by name or checkpoint path: each worker loads "
+                "its own copy"
+            )
+        loaded, model = model, None
+    choice = ModelChoice.of(model, checkpoint=checkpoint, arch=arch, device=device, dtype=dtype)
+    if client is None:
+        pending = [j for j in job_list if overwrite or finished_state(j.output)[0] != "finished"]
+        if pending and loaded is None:
+            loaded = choice.load()  # once, and failing before any job on a bad model
+
+        def segment_job(job: Job, ow: bool) -> None:
+            segment_file_job(job, ow, loaded, axis=axis, window=window)
+
+        outcomes = run_batch(job_list, segment_job, overwrite=overwrite, log=log, debug=debug)
+    else:
+        from .dask_batch import WORKER_TIMEOUT_S, run_on_dask
+
+        outcomes = run_on_dask(
+            job_list,
+            client,
+            choice,
+            axis=axis,
+            window=window,
+            overwrite=overwrite,
+            log=log,
+            debug=debug,
+            worker_timeout=WORKER_TIMEOUT_S if worker_timeout is None else worker_timeout,
+            torch_threads=worker_threads,
+        )
+    if datalist is not None:
+        names = label_names_of(o.job.output for o in outcomes if o.status != "failed")
+        write_datalist(outcomes, datalist, label_names=names)
+    return outcomes

@@ -1,4 +1,4 @@
-"""The ``sam2-med`` command line: segment, batch, evaluate, finetune, info, weights.
+"""The ``sam2-med`` command line: segment, batch, evaluate, measure, finetune, info, weights.
 
 Exit codes (documented in ``sam2-med --help``):
 
@@ -15,13 +15,18 @@ Exit codes (documented in ``sam2-med --help``):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import math
 import os
+import re
 import sys
 import textwrap
+import time
 import traceback
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -77,14 +82,26 @@ models:
   --model NAME uses a registered model (see `sam2-med weights list`); its weights are
   downloaded once into the cache, or imported by hand on a machine without internet:
   `sam2-med weights import FILE.pt --model NAME`. --checkpoint FILE uses a local
-  checkpoint (Meta's SAM 2 format or MedSAM2) instead; --arch FILE.json describes a
-  non-standard architecture. Default model: {default}.
+  checkpoint (Meta's SAM 2 format or MedSAM2) instead: a published file is recognised
+  by its SHA-256 whatever its name; any other file gets the architecture of the
+  registered model it fits (a warning says which), or the one --arch names: a
+  registered model (--arch medsam2) or an architecture JSON. Default model: {default}.
 """
 
 
 # ------------------------------------------------------------------------------- parsing
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (``sam2-med: error: ...``) and exit code 2."""
+    """argparse with one-line errors (``sam2-med: error: ...``) and exit code 2.
+
+    A value that starts like a negative number (``--point -31.5,12,40.2``, ``--window
+    -600,1500``) is a value, not an option: no sam2-med option looks like a number.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse's own pattern accepts only a single number ("-5", "-.5"); ours also takes
+        # the comma-separated lists --point, --box and --window need
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str) -> NoReturn:
         hint = f" (see `{self.prog} --help`)"
@@ -127,7 +144,10 @@ def _add_model(p: argparse.ArgumentParser) -> None:
         help="local checkpoint file (Meta SAM 2 / MedSAM2 .pt) instead of a registered model",
     )
     g.add_argument(
-        "--arch", metavar="FILE.json", help="architecture JSON for a custom or reduced checkpoint"
+        "--arch",
+        metavar="NAME|FILE.json",
+        help="architecture of a --checkpoint that is not a published file: a registered model "
+        "name (e.g. medsam2 for a MedSAM2 fine-tune) or an architecture JSON",
     )
     g.add_argument(
         "--device", default="cpu", help="cpu (default), cuda, cuda:N or mps; never chosen for you"
@@ -137,6 +157,15 @@ def _add_model(p: argparse.ArgumentParser) -> None:
         default="float32",
         choices=("float32", "bfloat16"),
         help="compute precision (default float32)",
+    )
+
+
+def _add_index(g: Any) -> None:
+    g.add_argument(
+        "--index",
+        type=int,
+        metavar="N",
+        help="which volume of a 4D image or 4D DICOM series (0-based; required for 4D input)",
     )
 
 
@@ -177,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
               sam2-med segment scan.nii.gz --prompts prompts.json --out mask.nii.gz
               sam2-med batch jobs.csv --datalist datalist.json
               sam2-med evaluate ct.nii.gz --labels gt.nii.gz --label liver --label spleen
+              sam2-med measure liver.nii.gz --image ct.nii.gz --csv liver.csv
               sam2-med weights list
 
             Run `sam2-med COMMAND --help` for each command's options and examples.
@@ -211,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
               sam2-med segment dicom/series/ --point 256,240,10 --out m.nii.gz --dicom-seg m.dcm
               sam2-med segment mr.nii.gz --space world_ras --point -31.5,12,40.2 --out m.nii.gz
               sam2-med segment ct.nii.gz --prompts p.json --checkpoint MedSAM2_latest.pt --out m.nii.gz
+              sam2-med segment ct.nii.gz --prompts p.json --checkpoint my_finetune.pt --arch medsam2 \\
+                  --out m.nii.gz
+              sam2-med segment fmri.nii.gz --index 0 --point 40,40,20 --out m.nii.gz
             """
         ),
         epilog="\n".join(
@@ -276,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="UID",
         help="which series to read from a DICOM folder holding several",
     )
+    _add_index(gi)
     gi.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs (default: refuse)"
     )
@@ -290,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a label map with known labels (same label values as the prompts): print each "
         "object's Dice against it",
     )
+    from ._cli_clinical import add_clinical_outputs  # --rtstruct, --report
+
+    add_clinical_outputs(gi)
     _add_slicing(seg)
     _add_model(seg)
     _add_common(seg)
@@ -337,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     bat.add_argument(
         "--overwrite", action="store_true", help="recompute every job and replace its outputs"
     )
+    from ._cli_clinical import add_batch_measurements  # --measurements FILE.csv
+
+    add_batch_measurements(bat)
+    from ._cli_dask import DASK_HELP, add_dask_options  # --cluster, --scheduler
+
+    add_dask_options(bat)
+    bat.epilog = f"{DASK_HELP}\n{bat.epilog}"
     _add_slicing(bat)
     _add_model(bat)
     _add_common(bat)
@@ -406,10 +450,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--out-csv", metavar="FILE", help="write one row per structure as CSV")
     ev.add_argument("--series-uid", metavar="UID", help="series of a DICOM folder")
+    _add_index(ev)
     _add_slicing(ev)
     _add_model(ev)
     _add_common(ev)
     ev.set_defaults(func=cmd_evaluate)
+
+    # -- measure (sam2_med._cli_clinical) -------------------------------------------------------
+    from ._cli_clinical import add_measure_command
+
+    add_measure_command(sub, formatter=_formatter, add_common=_add_common, epilog=EXIT_HELP)
 
     # -- finetune ----------------------------------------------------------------------------
     ft = sub.add_parser(
@@ -523,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("image", metavar="IMAGE", help="image file or DICOM folder")
     info.add_argument("--series-uid", metavar="UID", help="series of a DICOM folder")
+    _add_index(info)
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     _add_common(info)
     info.set_defaults(func=cmd_info)
@@ -594,7 +645,14 @@ class _Out:
         print(text, flush=True)
 
     def warn(self, text: str) -> None:
-        print(f"{PROG}: warning: {text}", file=sys.stderr, flush=True)
+        if not self.quiet:
+            print(f"{PROG}: warning: {text}", file=sys.stderr, flush=True)
+
+    def volume_notes(self, volume: Any, where: Any) -> None:
+        """Warn about what the reader found wrong but tolerated (non-finite voxels)."""
+        if volume.provenance.extra.get("non_finite_voxels"):
+            note = next(n for n in volume.provenance.notes if "non-finite" in n)
+            self.warn(f"{where}: {note}")
 
 
 def _window_arg(text: str) -> Any:
@@ -625,10 +683,11 @@ def _check_output(
     return p
 
 
-def _arch(args: argparse.Namespace) -> dict[str, Any] | None:
-    from .api import read_arch
+def _arch(args: argparse.Namespace) -> str | dict[str, Any] | None:
+    """--arch: a registered model name or an architecture JSON file."""
+    from .api import resolve_arch
 
-    return read_arch(args.arch) if getattr(args, "arch", None) else None
+    return resolve_arch(args.arch) if getattr(args, "arch", None) else None
 
 
 def _load_model(args: argparse.Namespace, out: _Out) -> Any:
@@ -639,29 +698,87 @@ def _load_model(args: argparse.Namespace, out: _Out) -> Any:
     name = args.model
     if args.checkpoint is None and name is None:
         name = DEFAULT_MODEL
+    if arch is not None and args.checkpoint is None:
+        raise Sam2MedError("--arch describes a --checkpoint file; give --checkpoint FILE too")
     lm = load_model(
         name, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, arch=arch
     )
     out.info(f"model: {lm.name} ({lm.image_size} px) on {lm.device}, weights {lm.source}")
+    if args.checkpoint is not None:
+        sha = f"sha256 {lm.sha256}" if lm.sha256 else "a transformers folder"
+        if lm.published:
+            out.info(f"checkpoint: the published checkpoint of {lm.published} ({sha})")
+        else:
+            out.info(
+                f"checkpoint: not a published checkpoint ({sha}); architecture: "
+                f"{lm.arch_from or 'its config.json'}"
+            )
     if lm.name != "custom":
         out.info(f"licence: {lm.licence}")
     return lm
 
 
-def _progress(out: _Out, desc: str) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
-    """A tqdm progress callback on stderr (None when quiet or stderr is not a terminal)."""
-    if out.quiet or not sys.stderr.isatty():
-        return None, lambda: None
-    from tqdm import tqdm
+#: Seconds between plain progress lines when stderr is not a terminal (a log file).
+PLAIN_PROGRESS_SECONDS = 30.0
 
-    bar = tqdm(total=None, unit="slice", desc=desc, file=sys.stderr, leave=False)
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _progress(
+    out: _Out, desc: str, *, objects: int = 1, slices: int | None = None
+) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
+    """A progress callback ``(done, total)`` on stderr, and a function that ends it.
+
+    The count is slices per object ("object-slices": a slice tracked for two objects counts
+    twice), and the bar or line says so when there is more than one object. On a terminal it
+    is a tqdm bar; otherwise (a log file, a pipe) a plain line every
+    :data:`PLAIN_PROGRESS_SECONDS` and one at the end. Nothing when quiet.
+    """
+    if out.quiet:
+        return None, lambda: None
+    unit = "slices" if objects == 1 else "object-slices"
+    what = f" ({objects} objects x {slices} slices)" if objects > 1 and slices else ""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=None, unit=unit[:-1], desc=f"{desc}{what}", file=sys.stderr, leave=False)
+
+        def update(done: int, total: int) -> None:
+            if bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+
+        return update, bar.close
+
+    start = time.monotonic()
+    state = {"last": start, "line": "", "printed": ""}
+
+    def line(done: int, total: int) -> str:
+        elapsed = time.monotonic() - start
+        pct = f" ({100 * done / total:.0f}%)" if total else ""
+        left = ""
+        if 0 < done < total:
+            left = f", ~{_duration(elapsed * (total - done) / done)} left"
+        return (
+            f"{PROG}: {desc}: {done}/{total} {unit}{what}{pct}, {_duration(elapsed)} elapsed{left}"
+        )
 
     def update(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.update(done - bar.n)
+        now = time.monotonic()
+        state["line"] = line(done, total)
+        if now - state["last"] >= PLAIN_PROGRESS_SECONDS:
+            print(state["line"], file=sys.stderr, flush=True)
+            state["last"], state["printed"] = now, state["line"]
 
-    return update, bar.close
+    def close() -> None:
+        # a run long enough to have printed progress ends with its final count
+        if state["printed"] and state["line"] != state["printed"]:
+            print(state["line"], file=sys.stderr, flush=True)
+
+    return update, close
 
 
 def _summary_of(result: Any) -> str:
@@ -686,6 +803,7 @@ def _gather_prompts(args: argparse.Namespace, volume: Any) -> Any:
     from .prompts import (
         PromptSet,
         axis_index_for,
+        check_points_on_finite_voxels,
         cli_object,
         load_prompts,
         mask_prompt_objects,
@@ -718,12 +836,17 @@ def _gather_prompts(args: argparse.Namespace, volume: Any) -> Any:
             "--help)",
             args.image,
         )
-    return PromptSet(
+    prompt_set = PromptSet(
         tuple(merge_objects(objects, where=args.image)),
         args.axis,
         axis_index_for(volume, args.axis, args.image),
         source=args.prompts,
     )
+    try:
+        check_points_on_finite_voxels(prompt_set, volume)
+    except PromptError as err:
+        raise PromptError(err.problem, err.path or args.image) from None
+    return prompt_set
 
 
 def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
@@ -731,14 +854,30 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
     from .batch import file_digest
     from .errors import PromptError
     from .io import load_volume
+    from .io.writers import check_output_paths
 
     mask_path = _check_output(args.out, args.overwrite, suffixes=(".nii.gz", ".nii"))
     seg_path = None
     if args.dicom_seg:
         seg_path = _check_output(args.dicom_seg, args.overwrite, suffixes=(".dcm",))
-    volume = load_volume(args.image, series_uid=args.series_uid)
+    volume = load_volume(args.image, series_uid=args.series_uid, index=args.index)
     if seg_path is not None and volume.provenance.format != "dicom":
         raise PromptError("--dicom-seg needs a DICOM input image", args.image)
+    out.volume_notes(volume, args.image)
+    inputs = _input_files(args)
+    # every output refusal now, before prompts are checked and the model loads: an output
+    # that is an input, a sidecar path holding someone else's file, an existing file
+    rtstruct = [Path(args.rtstruct)] if getattr(args, "rtstruct", None) else []
+    check_output_paths(
+        [mask_path, *([seg_path] if seg_path else []), *rtstruct],
+        volume,
+        overwrite=args.overwrite,
+        inputs=inputs,
+        create_folders=True,
+    )
+    from ._cli_clinical import check_clinical_outputs, write_clinical_outputs
+
+    check_clinical_outputs(args, volume, args.image)  # --rtstruct, --report
     prompts = _gather_prompts(args, volume)
     window = _window_arg(args.window)
     _check_window(volume, window, args.image)
@@ -752,7 +891,12 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
         f"{', '.join(f'{s:.3g}' for s in volume.spacing)} mm"
     )
     lm = _load_model(args, out)
-    progress, close = _progress(out, "propagating")
+    progress, close = _progress(
+        out,
+        "propagating",
+        objects=len(prompts.objects),
+        slices=volume.shape[prompts.axis_index],
+    )
     try:
         result = segment_volume(
             volume, prompts, lm, window=window, progress=progress, keep_object_masks=True
@@ -762,22 +906,49 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
     result.record["inputs"] = {
         "image": str(args.image),
         "series_uid": volume.provenance.series_uid,
+        "index": args.index,
         "prompts": None if args.prompts is None else str(args.prompts),
         "prompts_file_sha256": None if args.prompts is None else file_digest(args.prompts),
         "mask_prompt": None if args.mask_prompt is None else str(args.mask_prompt),
         "command_line_prompts": {"point": args.point, "box": args.box, "space": args.space},
     }
-    mask_path.parent.mkdir(parents=True, exist_ok=True)
-    written = result.save(mask_path, overwrite=args.overwrite)
+    for p in (mask_path, seg_path):
+        if p is not None:
+            p.parent.mkdir(parents=True, exist_ok=True)
+    from .measure import format_table
+
+    present = [o.label for o in result.prompts.objects if (result.labels.array == o.label).any()]
+    measurements = result.measure(label_values=present) if present else []
+    # mask, sidecar and SEG in one unit: a run racing this one replaces all or none of them
+    written = result.save(
+        mask_path,
+        dicom_seg=seg_path,
+        overwrite=args.overwrite,
+        inputs=inputs,
+        measurements=measurements,
+    )
     out.info(f"wrote {written} ({result.seconds:.1f} s)")
-    out.info(_summary_of(result))
     if seg_path is not None:
-        seg_path.parent.mkdir(parents=True, exist_ok=True)
-        seg = result.save_dicom_seg(seg_path, overwrite=args.overwrite)
-        out.info(f"wrote {seg}")
+        out.info(f"wrote {seg_path}")
+    out.info(_summary_of(result))
+    if measurements:
+        out.info(format_table(measurements))
+    if not measurements and (args.rtstruct or args.report):
+        raise Sam2MedError(
+            f"every object came back empty, so no RT Structure Set or report was written "
+            f"(the empty mask is in {written})",
+            args.image,
+        )
+    write_clinical_outputs(args, result.labels, measurements, out)
     if truth is not None:
         out.result(_compare_line(result, truth, args.compare))
     return EXIT_OK
+
+
+def _input_files(args: argparse.Namespace) -> list[str]:
+    """Files a run reads besides the image (which the image's provenance lists)."""
+    names = ("prompts", "mask_prompt", "checkpoint", "arch", "compare")
+    return [str(v) for n in names if (v := getattr(args, n, None)) and Path(v).exists()]
 
 
 def _compare_line(result: Any, truth: Any, where: Any) -> str:
@@ -805,18 +976,15 @@ def _check_window(volume: Any, window: Any, where: Any) -> None:
 # ---------------------------------------------------------------------------------- batch
 def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
     from .api import resolve_prompts, segment_volume
-    from .batch import (
-        file_digest,
-        finished_state,
-        load_jobs,
-        run_batch,
-        summary_line,
-        write_datalist,
-    )
+    from .batch import file_digest, finished_state, load_jobs, run_batch
     from .io import load_volume
 
     jobs = load_jobs(args.jobs)
     window = _window_arg(args.window)
+    from ._cli_dask import run_on_dask, wants_dask
+
+    if wants_dask(args):  # on a Dask cluster, whose workers load the model
+        return _finish_batch(args, run_on_dask(args, jobs, window, out), out)
     pending = [j for j in jobs if args.overwrite or finished_state(j.output)[0] != "finished"]
     model: list[Any] = []
     if pending:
@@ -824,9 +992,19 @@ def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
 
     def segment_job(job: Any, overwrite: bool) -> None:
         volume = load_volume(job.image)
+        out.volume_notes(volume, job.image)
         prompts = resolve_prompts(job.prompts, volume, axis=args.axis)
         _check_window(volume, window, job.image)
-        result = segment_volume(volume, prompts, model[0], window=window)
+        progress, close = _progress(
+            out,
+            f"{job.name}: propagating",
+            objects=len(prompts.objects),
+            slices=volume.shape[prompts.axis_index],
+        )
+        try:
+            result = segment_volume(volume, prompts, model[0], window=window, progress=progress)
+        finally:
+            close()
         if result.cancelled:
             raise Sam2MedError("propagation was cancelled", job.output)
         result.record["inputs"] = {
@@ -835,7 +1013,8 @@ def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
             "prompts_file_sha256": file_digest(job.prompts),
         }
         job.output.parent.mkdir(parents=True, exist_ok=True)
-        result.save(job.output, overwrite=overwrite)  # the record is the sidecar's run record
+        # the run record goes into the sidecar; the prompts file is an input, never an output
+        result.save(job.output, overwrite=overwrite, inputs=[str(job.prompts)])
 
     outcomes = run_batch(
         jobs,
@@ -844,6 +1023,14 @@ def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
         log=out.info,
         debug=getattr(args, "debug", False),
     )
+    return _finish_batch(args, outcomes, out)
+
+
+def _finish_batch(args: argparse.Namespace, outcomes: list[Any], out: _Out) -> int:
+    """The end of a batch, wherever its jobs ran: failures when quiet, datalist, measurements,
+    summary line; the exit code."""
+    from .batch import summary_line, write_datalist
+
     for o in outcomes:
         if o.status == "failed" and out.quiet:
             print(f"{PROG}: {o.job.name}: {o.message}", file=sys.stderr)
@@ -852,6 +1039,10 @@ def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
         names = _names_from_outputs(o.job.output for o in outcomes if o.status != "failed")
         p = write_datalist(outcomes, args.datalist, label_names=names)
         out.info(f"datalist: {p}")
+    if args.measurements:
+        from ._cli_clinical import write_batch_measurements
+
+        write_batch_measurements(args.measurements, outcomes, out)
     out.result(line)
     return EXIT_FAILURES if any(o.status == "failed" for o in outcomes) else EXIT_OK
 
@@ -912,7 +1103,8 @@ def cmd_evaluate(args: argparse.Namespace, out: _Out) -> int:
 
         from .prompts import _sidecar_names
 
-        volume = load_volume(case.image, series_uid=args.series_uid)
+        volume = load_volume(case.image, series_uid=args.series_uid, index=args.index)
+        out.volume_notes(volume, case.image)
         gt = load_ground_truth(case.labels, volume)
         names = names_override if names_override is not None else _sidecar_names(case.labels)
         present = [int(v) for v in np.unique(gt) if v != 0]
@@ -929,13 +1121,18 @@ def cmd_evaluate(args: argparse.Namespace, out: _Out) -> int:
             if single:
                 raise
             failures += 1
-            print(f"{PROG}: case {case.name} FAILED: {err}", file=sys.stderr)
+            print(f"{PROG}: case {case.name} FAILED: {err.cli_one_line()}", file=sys.stderr)
     rows = []
     if prepared:
         lm = _load_model(args, out)
 
         def run(volume: Any, prompt_set: Any) -> Any:
-            progress, close = _progress(out, "propagating")
+            progress, close = _progress(
+                out,
+                "propagating",
+                objects=len(prompt_set.objects),
+                slices=volume.shape[prompt_set.axis_index],
+            )
             try:
                 return segment_volume(
                     volume, prompt_set, lm, window=window, progress=progress, keep_object_masks=True
@@ -964,7 +1161,7 @@ def cmd_evaluate(args: argparse.Namespace, out: _Out) -> int:
                 if single:
                     raise
                 failures += 1
-                print(f"{PROG}: case {case.name} FAILED: {err}", file=sys.stderr)
+                print(f"{PROG}: case {case.name} FAILED: {err.cli_one_line()}", file=sys.stderr)
     out.result(format_table(rows))
     if args.out_csv:
         out.info(f"wrote {write_csv(rows, args.out_csv)}")
@@ -1159,7 +1356,7 @@ def cmd_info(args: argparse.Namespace, out: _Out) -> int:
             for s in series
         ]
     try:
-        volume = load_volume(p, series_uid=args.series_uid)
+        volume = load_volume(p, series_uid=args.series_uid, index=args.index)
         desc: dict[str, Any] | None = describe_volume(volume, p)
     except MultipleSeriesError:
         desc = None  # several series and none chosen: the list says which to pick
@@ -1181,25 +1378,28 @@ def cmd_info(args: argparse.Namespace, out: _Out) -> int:
 # -------------------------------------------------------------------------------- weights
 def cmd_weights_list(args: argparse.Namespace, out: _Out) -> int:
     from .api import DEFAULT_MODEL
+    from .config import user_model_dir
     from .models import cached_weights, default_cache_dir, get_spec, list_models
+    from .models.loader import download_urls
 
     cache = args.cache_dir or default_cache_dir()
     cached = {e.name: e for e in cached_weights(args.cache_dir)}
     out.result(f"weights cache: {cache}")
+    out.result(f"your model files (YAML): {user_model_dir()}")
     for name in list_models():
         spec = get_spec(name)
         entry = cached.get(name)
         mark = " (default)" if name == DEFAULT_MODEL else ""
         state = f"cached, {entry.size / 2**20:.1f} MiB, {entry.status}" if entry else "not cached"
-        if entry is not None and spec.package_file:
-            state = f"shipped with sam2-med, {entry.size / 2**20:.1f} MiB ({entry.path})"
+        if spec.local_file is not None:
+            state = f"{'' if entry else 'missing '}local file {spec.local_file}"
         out.result(f"{name}{mark}: {spec.description}")
         out.result(f"    licence: {spec.licence}; sha256: {spec.sha256 or 'none published'}")
-        for note in spec.notes if spec.package_file else ():
+        for note in spec.notes if spec.local_file is not None else ():
             out.result(f"    note: {note}")
         out.result(
             f"    weights: {state}"
-            + ("" if entry else f"; get {spec.filename} from {spec.where_to_get()}")
+            + ("" if entry else f"; get {spec.filename} from {' or '.join(download_urls(spec))}")
         )
     return EXIT_OK
 
@@ -1223,7 +1423,7 @@ def cmd_weights_verify(args: argparse.Namespace, out: _Out) -> int:
         return EXIT_OK
     bad = 0
     for e in entries:
-        ok = e.status in ("verified", "unverified", "shipped")
+        ok = e.status in ("verified", "unverified")
         bad += not ok
         out.result(f"{e.name}: {e.status} ({e.path}, sha256 {e.sha256})")
     if bad:
@@ -1239,6 +1439,36 @@ def cmd_weights_verify(args: argparse.Namespace, out: _Out) -> int:
 def _one_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     return " ".join(text.split())
+
+
+#: Libraries whose log records reach stderr through Python's last-resort handler.
+_QUIET_LOGGERS = ("highdicom", "pydicom")
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(quiet: bool) -> Iterator[None]:
+    """Warnings on stderr as one line each, ``sam2-med: warning: <text>``, in command-line
+    wording (:class:`~sam2_med.errors.Sam2MedWarning` carries one); with ``-q`` none at all, and
+    the libraries' own log records below ERROR are silenced too. Restored on exit."""
+    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore")
+            for lg in loggers:
+                lg.setLevel(logging.ERROR)
+        else:
+
+            def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+                text = getattr(message, "cli", None) or str(message)
+                print(f"{PROG}: warning: {' '.join(str(text).split())}", file=sys.stderr)
+
+            warnings.showwarning = show
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
 
 
 def console_main() -> int:
@@ -1264,7 +1494,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return int(args.func(args, out))
+        with _warnings_as_lines(out.quiet):
+            return int(args.func(args, out))
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
@@ -1273,7 +1504,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Sam2MedError as err:
         if debug:
             traceback.print_exc()
-        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        head, *details = err.cli_lines()
+        print(f"{PROG}: error: {head}", file=sys.stderr)
+        for line in details:
+            print(f"  {line}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as err:  # e.g. a folder that cannot be written
         if debug:

@@ -427,6 +427,8 @@ def read_label_names(path: str | os.PathLike[str]) -> dict[int, str]:
         ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise Sam2MedError(f"cannot read label names: {err}", p) from None
+    except RecursionError:
+        raise Sam2MedError("JSON nested too deeply to read; not a label names file", p) from None
     if isinstance(data, dict) and isinstance(data.get("label_names"), dict):
         data = data["label_names"]
     if not isinstance(data, dict):

@@ -7,9 +7,9 @@ Order of operations (as DICOM prescribes)
 -----------------------------------------
 1. Modality LUT (Rescale Slope/Intercept) to Hounsfield units. The readers in :mod:`sam2_med.io`
    already do this: ``Volume.array`` of a CT is in HU.
-2. A VOI transform: a CT **window** (:func:`apply_window`, presets in :data:`CT_WINDOWS`), or for
-   MR and other modalities a **percentile range** fixed once on the whole volume
-   (:func:`normalize_percentile`).
+2. A VOI transform: a CT **window** (:func:`apply_window`, presets in :data:`CT_WINDOWS`, read
+   from the package's ``configs/intensity.yaml``), or for MR and other modalities a
+   **percentile range** fixed once on the whole volume (:func:`normalize_percentile`).
 
 The window function is the DICOM *linear* VOI LUT function of PS3.3 C.11.2.1.2.1, mapped to the
 output range ``[0, 1]``; the *linear exact* variant of PS3.3 C.11.2.1.3.2 is available with
@@ -46,8 +46,6 @@ __all__ = [
 
 WindowFunction = Literal["linear", "linear_exact"]
 
-_RADIOPAEDIA = "Radiopaedia, 'Windowing (CT)', typical window width and level values"
-
 
 @dataclass(frozen=True)
 class WindowPreset:
@@ -71,37 +69,55 @@ class WindowPreset:
         return self.center - self.width / 2.0, self.center + self.width / 2.0
 
 
-#: Named CT windows in HU, ``name -> WindowPreset(center, width, source)``.
-CT_WINDOWS: Mapping[str, WindowPreset] = MappingProxyType(
-    {
-        "soft_tissue": WindowPreset(
-            40.0, 400.0, f"{_RADIOPAEDIA} (soft tissues: W 350-400, L 20-60); general default"
-        ),
-        "abdomen": WindowPreset(50.0, 400.0, f"{_RADIOPAEDIA} (abdomen soft tissues: W 400, L 50)"),
-        "liver": WindowPreset(30.0, 150.0, f"{_RADIOPAEDIA} (abdomen liver: W 150, L 30)"),
-        "mediastinum": WindowPreset(
-            50.0, 350.0, f"{_RADIOPAEDIA} (chest mediastinum: W 350, L 50)"
-        ),
-        "lung": WindowPreset(-600.0, 1500.0, f"{_RADIOPAEDIA} (chest lungs: W 1500, L -600)"),
-        "bone": WindowPreset(400.0, 1800.0, f"{_RADIOPAEDIA} (spine bone: W 1800, L 400)"),
-        "brain": WindowPreset(40.0, 80.0, f"{_RADIOPAEDIA} (head brain: W 80, L 40)"),
-        "subdural": WindowPreset(
-            80.0, 200.0, f"{_RADIOPAEDIA} (head subdural: W 130-300, L 50-100; midrange chosen)"
-        ),
-        "stroke": WindowPreset(
-            40.0, 40.0, f"{_RADIOPAEDIA} (head stroke: W 40, L 40; or W 8, L 32)"
-        ),
-        "temporal_bone": WindowPreset(
-            600.0, 2800.0, f"{_RADIOPAEDIA} (head temporal bones: W 2800, L 600)"
-        ),
-    }
-)
+def _read_presets() -> tuple[Mapping[str, WindowPreset], str, tuple[float, float]]:
+    """The presets shipped in ``sam2_med/configs/intensity.yaml``, checked."""
+    from .config import Section, package_config_dir, read_yaml
+
+    file = package_config_dir() / "intensity.yaml"
+    doc = Section(read_yaml(file), file)
+    default = doc.value("default_ct_window", str)
+    pct = doc.raw("default_percentiles")
+    if not (
+        isinstance(pct, list)
+        and len(pct) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pct)
+        and 0 <= pct[0] < pct[1] <= 100
+    ):
+        raise doc.error(
+            f"must be [lower, upper] with 0 <= lower < upper <= 100, got {pct!r}",
+            "default_percentiles",
+        )
+    table = doc.section("ct_windows")
+    assert table is not None
+    windows = {}
+    for name, value in table.items():
+        if not isinstance(value, Mapping):
+            raise table.error(
+                f"must be a mapping with center, width and source, got {value!r}", name
+            )
+        entry = Section(value, file, table.key(name))
+        center, width = entry.value("center", float), entry.value("width", float)
+        if width < 1:
+            raise entry.error(f"must be at least 1 HU, got {width:g}", "width")
+        windows[name] = WindowPreset(center, width, entry.value("source", str))
+        entry.done()
+    doc.done()
+    if default not in windows:
+        raise doc.error(f"must name one of ct_windows, got {default!r}", "default_ct_window")
+    return MappingProxyType(windows), default, (float(pct[0]), float(pct[1]))
+
+
+_PRESETS = _read_presets()
+
+#: Named CT windows in HU, ``name -> WindowPreset(center, width, source)``; read from
+#: ``sam2_med/configs/intensity.yaml``.
+CT_WINDOWS: Mapping[str, WindowPreset] = _PRESETS[0]
 
 #: The preset ``"auto"`` picks for CT: predictable and independent of what a scanner stored.
-DEFAULT_CT_WINDOW = "soft_tissue"
+DEFAULT_CT_WINDOW: str = _PRESETS[1]
 
 #: Lower and upper percentiles ``"auto"`` uses for non-CT volumes.
-DEFAULT_PERCENTILES = (0.5, 99.5)
+DEFAULT_PERCENTILES: tuple[float, float] = _PRESETS[2]
 
 #: Above this many voxels, volume percentiles are computed on an evenly strided subsample.
 PERCENTILE_MAX_SAMPLES = 2_000_000
@@ -582,7 +598,9 @@ def resolve_intensity(
         if key == "dicom":
             hint = volume.window
             if hint is None:
-                raise ValueError("window='dicom' but the volume stores no window center/width")
+                raise ValueError(
+                    "the 'dicom' window was asked for but the volume stores no window center/width"
+                )
             name = hint.explanation or "dicom"
             width = max(float(hint.width), 1.0)
             return IntensityTransform.window(hint.center, width, name=name)
@@ -598,8 +616,8 @@ def resolve_intensity(
             return IntensityTransform.preset(key)
         except ValueError:
             raise ValueError(
-                f"unknown intensity window {window!r}; use 'auto', 'dicom', 'percentile', "
-                f"'minmax', (center, width), or a CT preset: {', '.join(CT_WINDOWS)}"
+                f"unknown intensity window {window!r}; use auto, dicom, percentile, minmax, a "
+                f"center and width, or a CT preset: {', '.join(CT_WINDOWS)}"
             ) from None
     try:
         center, width = window  # type: ignore[misc]

@@ -505,7 +505,11 @@ def write_phantom(
     existing = [p for p in targets.values() if p.exists() or p.is_symlink()]
     if existing and not overwrite:
         names = ", ".join(p.name for p in existing)
-        raise OutputExistsError(f"phantom outputs exist ({names}); pass overwrite=True", out)
+        raise OutputExistsError(
+            f"phantom outputs exist ({names}); pass overwrite=True",
+            out,
+            cli=f"phantom outputs exist ({names}); give --overwrite to replace them",
+        )
 
     volume, labels = make_phantom(seed=seed, orientation=orientation)
     out.mkdir(parents=True, exist_ok=True)

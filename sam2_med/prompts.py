@@ -506,7 +506,7 @@ def _sidecar_names(path: Path) -> dict[int, str]:
         return {}
     try:
         data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return {}
     if isinstance(data, dict) and isinstance(data.get("label_names"), dict):
         data = data["label_names"]
@@ -770,6 +770,30 @@ def merge_objects(objects: Iterable[ObjectPrompts], *, where: Any = None) -> lis
     return [by_label[k] for k in sorted(by_label)]
 
 
+def check_points_on_finite_voxels(prompt_set: PromptSet, volume: Volume) -> None:
+    """Refuse a point prompt on a NaN or infinite voxel: the model sees a fill value there
+    (black or white), not the image, so the click cannot mean what the user meant.
+
+    Raises
+    ------
+    PromptError
+        Naming the point (voxel indices) and what the voxel holds.
+    """
+    arr = volume.array
+    if not np.issubdtype(arr.dtype, np.floating):
+        return
+    for obj in prompt_set.objects:
+        for p in np.asarray(obj.points, dtype=np.int64).reshape(-1, 3):
+            value = float(arr[tuple(p)])
+            if not np.isfinite(value):
+                raise PromptError(
+                    f"point {tuple(int(v) for v in p)} of {obj.name!r} sits on a "
+                    f"{'NaN' if np.isnan(value) else 'infinite'} voxel, which the model sees "
+                    "as a fill value, not image: place it on the structure",
+                    prompt_set.source,
+                )
+
+
 def load_prompts(path: str | os.PathLike[str], volume: Volume, *, axis: str = "axial") -> PromptSet:
     """Read a prompt JSON file (schema in the module docstring) and validate it against ``volume``.
 
@@ -793,7 +817,16 @@ def load_prompts(path: str | os.PathLike[str], volume: Volume, *, axis: str = "a
         raise PromptError(
             f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}", p
         ) from None
-    return parse_prompts(data, volume, axis=axis, source=p)
+    except RecursionError:
+        raise PromptError(TOO_DEEP, p) from None
+    try:
+        return parse_prompts(data, volume, axis=axis, source=p)
+    except RecursionError:
+        raise PromptError(TOO_DEEP, p) from None
+
+
+#: Message for JSON nested beyond what Python's parser (or our validation) can follow.
+TOO_DEEP = "JSON nested too deeply to read (thousands of levels); not a prompt file"
 
 
 # ---------------------------------------------------------------------- command-line syntax

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from sam2_med.models import get_spec, list_models, load_model
-from sam2_med.models.loader import packaged_path
 
 NAME = "sam2med_demo_phantom"
 
@@ -24,7 +23,8 @@ def test_registered_with_checksum_licence_and_statement(tmp_path, monkeypatch) -
     monkeypatch.setenv("SAM2_MED_CACHE", str(tmp_path / "empty-cache"))
     assert NAME in list_models()
     spec = get_spec(NAME)
-    path = packaged_path(spec)
+    path = spec.local_file
+    assert path is not None and path.parent.name == "weights" and path.is_file()
     assert path.stat().st_size <= 8 * 2**20
     assert hashlib.sha256(path.read_bytes()).hexdigest() == spec.sha256
     assert spec.licence == "Apache-2.0"
@@ -35,12 +35,12 @@ def test_registered_with_checksum_licence_and_statement(tmp_path, monkeypatch) -
     from sam2_med.models import cached_weights
 
     (entry,) = [e for e in cached_weights() if e.name == NAME]
-    assert entry.status == "shipped"
+    assert entry.status == "local file"
 
 
 def test_loads_offline_from_the_package(demo) -> None:
     assert demo.name == NAME and demo.image_size == 128
-    assert "shipped with sam2-med" in demo.source
+    assert str(get_spec(NAME).local_file) in demo.source
     assert "not for clinical" in demo.licence
 
 
@@ -50,7 +50,7 @@ def test_weights_import_refuses_a_shipped_model(tmp_path) -> None:
 
     f = tmp_path / "x.pt"
     f.write_bytes(b"x")
-    with pytest.raises(CheckpointError, match="ships with sam2-med"):
+    with pytest.raises(CheckpointError, match="nothing to import"):
         import_weights(f, NAME, cache_dir=tmp_path)
 
 

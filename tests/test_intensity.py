@@ -247,3 +247,33 @@ def test_constant_volume_percentile_is_a_step() -> None:
     t = resolve_intensity(vol)
     y = t(np.array([4.0, 5.0, 6.0]))
     assert y.tolist() == [0.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "says"),
+    [
+        ("    width: 1500\n", "    width: 0.5\n", "ct_windows.lung.width", "at least 1 HU"),
+        ("    center: -600\n", "    centre: -600\n", "ct_windows.lung.center", "'centre' a miss"),
+        ("default_ct_window: soft_tissue", "default_ct_window: st", "default_ct_window", "'st'"),
+        (
+            "default_percentiles: [0.5, 99.5]",
+            "default_percentiles: [99.5, 0.5]",
+            "default_percentiles",
+            "lower < upper",
+        ),
+        ("\nct_windows:\n", "\nct_windows:\n  extra: 1\n", "ct_windows.extra", "a mapping"),
+    ],
+)
+def test_a_broken_presets_file_names_the_file_and_key(tmp_path, monkeypatch, old, new, key, says):
+    from sam2_med import config
+    from sam2_med.errors import ConfigError
+    from sam2_med.intensity import _read_presets
+
+    text = (config.package_config_dir() / "intensity.yaml").read_text(encoding="utf-8")
+    assert text.count(old) == 1
+    (tmp_path / "intensity.yaml").write_text(text.replace(old, new), encoding="utf-8")
+    monkeypatch.setattr(config, "package_config_dir", lambda: tmp_path)
+    with pytest.raises(ConfigError) as info:
+        _read_presets()
+    assert str(info.value).startswith(f"{tmp_path / 'intensity.yaml'}: key {key!r}: ")
+    assert says in str(info.value)

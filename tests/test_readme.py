@@ -47,7 +47,7 @@ def test_two_setup_commands_and_ci_runs_the_test_one() -> None:
     # the phantom's own labels
     from sam2_med.models import get_spec
 
-    assert get_spec(segment[segment.index("--model") + 1]).package_file
+    assert get_spec(segment[segment.index("--model") + 1]).local_file is not None
     assert segment[segment.index("--compare") + 1] == "sample_data/generated/phantom_labels.nii.gz"
 
 

@@ -11,6 +11,8 @@ save_mask(labels, path, *, reference, label_names=None, overwrite=False) -> Path
     A uint8/uint16 NIfTI label map on exactly the reference grid, plus a JSON sidecar.
 save_dicom_seg(labels, path, *, reference, label_names=None, overwrite=False) -> Path
     A DICOM Segmentation referencing the source instances (DICOM references only).
+save_rtstruct(labels, path, *, reference, label_names=None, overwrite=False) -> Path
+    A DICOM RT Structure Set (contours per slice, LPS mm) referencing the source images.
 
 Every failure is a :class:`VolumeReadError` / :class:`MaskWriteError` subclass whose message
 starts with the offending path.
@@ -57,8 +59,10 @@ __all__ = [
     "VolumeReadError",
     "list_series",
     "load_volume",
+    "note_non_finite",
     "save_dicom_seg",
     "save_mask",
+    "save_rtstruct",
     "sniff_format",
 ]
 
@@ -125,26 +129,57 @@ def load_volume(
     if isinstance(path, (list, tuple)):
         from .dicom import read_dicom
 
-        return read_dicom([Path(p) for p in path], series_uid=series_uid, index=index)
+        return note_non_finite(
+            read_dicom([Path(p) for p in path], series_uid=series_uid, index=index)
+        )
     p = Path(path)
     if not p.exists():
         raise VolumeReadError("no such file or folder", p)
+    from .._files import check_regular_file
+
+    check_regular_file(p, "volume", VolumeReadError)  # a FIFO would block the read forever
     fmt = sniff_format(p)
     if fmt == "nifti":
         from .nifti import read_nifti
 
-        return read_nifti(p, index=index)
+        return note_non_finite(read_nifti(p, index=index))
     if fmt == "itk":
         from .nifti import read_itk
 
-        return read_itk(p, index=index)
+        return note_non_finite(read_itk(p, index=index))
     if fmt == "dicom":
         from .dicom import read_dicom
 
-        return read_dicom(p, series_uid=series_uid, index=index)
+        return note_non_finite(read_dicom(p, series_uid=series_uid, index=index))
     raise UnsupportedFormatError(
         "not a file type sam2-med reads (NIfTI .nii/.nii.gz, NRRD, MHA/MHD, DICOM)", p
     )
+
+
+def note_non_finite(volume: Volume) -> Volume:
+    """Count NaN and infinite voxels; when there are any, say so in the provenance.
+
+    The intensity transform maps NaN and -inf to 0 (black) and +inf to 1 (white), so the model
+    sees them as image content; the count is recorded as ``provenance.extra
+    ["non_finite_voxels"]`` (and ``"nan_voxels"``, ``"inf_voxels"``) and as a note that the
+    command line prints as a warning.
+    """
+    import numpy as np
+
+    arr = np.asarray(volume.array)
+    if not np.issubdtype(arr.dtype, np.floating):
+        return volume
+    nan = int(np.count_nonzero(np.isnan(arr)))
+    inf = int(np.count_nonzero(np.isinf(arr)))
+    if not nan and not inf:
+        return volume
+    note = (
+        f"{nan + inf} non-finite voxels ({nan} NaN, {inf} infinite): the model sees NaN and "
+        "-inf as the lowest intensity, +inf as the highest"
+    )
+    prov = volume.provenance
+    extra = {**prov.extra, "non_finite_voxels": nan + inf, "nan_voxels": nan, "inf_voxels": inf}
+    return volume.with_provenance(notes=(*prov.notes, note), extra=extra)
 
 
 def list_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
@@ -166,5 +201,13 @@ def save_dicom_seg(labels, path, *, reference, label_names=None, overwrite=False
     """Write a DICOM SEG referencing ``reference``'s source instances; see
     :func:`sam2_med.io.dicom_seg.save_dicom_seg`."""
     from .dicom_seg import save_dicom_seg as _save
+
+    return _save(labels, path, reference=reference, label_names=label_names, overwrite=overwrite)
+
+
+def save_rtstruct(labels, path, *, reference, label_names=None, overwrite=False):
+    """Write an RT Structure Set referencing ``reference``'s source images; see
+    :func:`sam2_med.io.rtstruct.save_rtstruct`."""
+    from .rtstruct import save_rtstruct as _save
 
     return _save(labels, path, reference=reference, label_names=label_names, overwrite=overwrite)

@@ -431,11 +431,13 @@ def _choose_series(
         raise NotAVolumeError(f"no image series found, only: {listing}", label)
     if len(images) > 1:
         ordered = sorted(images.values(), key=lambda s: (s.series_number or 0, s.series_uid))
-        listing = "\n".join("  " + s.summary() for s in ordered)
+        listing = [s.summary() for s in ordered]
         raise MultipleSeriesError(
-            f"{len(images)} image series found; choose one with series_uid=...:\n{listing}",
+            f"{len(images)} image series found; choose one with series_uid=...",
             label,
             series=ordered,
+            cli=f"{len(images)} image series found; choose one with --series-uid UID",
+            details=listing,
         )
     if others:
         notes.append("ignored non-image series: " + "; ".join(i.summary() for i in others))
@@ -692,11 +694,14 @@ def _stack(
         kinds = [_describe_kind(c.kind) for c in clusters[0]]
         if index is None:
             listing = "; ".join(f"{t}: {k}" for t, k in enumerate(kinds))
-            raise UnsupportedImageError(
+            what = (
                 f"{m} images at each of {n_positions} slice positions: a 4D series (time "
-                "points, echoes, or several image types such as magnitude/phase); pass "
-                f"index=0..{m - 1} to load one volume ({listing})",
+                "points, echoes, or several image types such as magnitude/phase)"
+            )
+            raise UnsupportedImageError(
+                f"{what}; pass index=0..{m - 1} to load one volume ({listing})",
                 label,
+                cli=f"{what}; give --index N (0..{m - 1}) to load one volume ({listing})",
             )
         if (
             isinstance(index, bool)
@@ -706,6 +711,7 @@ def _stack(
             raise VolumeReadError(
                 f"index={index!r} is out of range for a 4D series of {m} volumes (0..{m - 1})",
                 label,
+                cli=f"--index {index} is out of range for a 4D series of {m} volumes (0..{m - 1})",
             )
         frames = [c[int(index)] for c in clusters]
         if len({f.kind for f in frames}) > 1:
@@ -716,7 +722,11 @@ def _stack(
             )
         notes.append(f"4D series: loaded volume {index} of {m} ({kinds[int(index)]})")
     elif index not in (None, 0):
-        raise VolumeReadError(f"index={index!r} given but the series is 3D", label)
+        raise VolumeReadError(
+            f"index={index!r} given but the series is 3D",
+            label,
+            cli=f"--index {index} given but the series is 3D",
+        )
     order, step, problems = geo.stack_problems(np.stack([f.ipp for f in frames]), normal)
     if problems:
         raise GeometryError("; ".join(problems), label)

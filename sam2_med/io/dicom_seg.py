@@ -29,9 +29,9 @@ import numpy as np
 
 from ..labels import LabelVolume
 from ..volume import SourceFrame, Volume
-from ._atomic import check_writable, write_files_atomically
+from ._seg_coding import needs_unicode, segment_coding, segment_label
 from .errors import MaskWriteError, MissingDependencyError
-from .writers import _refuse_reference_paths, normalize_label_names, prepare_labels
+from .writers import normalize_label_names, prepare_labels
 
 __all__ = ["save_dicom_seg"]
 
@@ -241,6 +241,8 @@ def _load_sources(reference: Volume, out: Path) -> tuple[list[Any], np.ndarray |
 
 
 def _segment_descriptions(hd: Any, names: Mapping[int, str]) -> list[Any]:
+    """One Segment Description per label: a valid LO label and SNOMED codes chosen from the
+    name (see :mod:`sam2_med.io._seg_coding`)."""
     from pydicom.sr.codedict import codes
 
     from .. import __version__
@@ -250,12 +252,13 @@ def _segment_descriptions(hd: Any, names: Mapping[int, str]) -> list[Any]:
     )
     descriptions = []
     for number, (value, name) in enumerate(names.items(), start=1):
+        category, kind = segment_coding(name)
         descriptions.append(
             hd.seg.SegmentDescription(
                 segment_number=number,
-                segment_label=str(name)[:64],
-                segmented_property_category=codes.SCT.AnatomicalStructure,
-                segmented_property_type=codes.SCT.Organ,
+                segment_label=segment_label(name, value),
+                segmented_property_category=category,
+                segmented_property_type=kind,
                 algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
                 algorithm_identification=algorithm,
                 tracking_id=f"sam2-med label {value}",
@@ -309,9 +312,28 @@ def save_dicom_seg(
     One segment per label value (present in the mask or named), numbered 1..N in increasing
     label order; each segment's Tracking ID records the label value. Algorithm type
     SEMIAUTOMATIC, algorithm "sam2-med" (PS3.3 C.8.20.2, Segment Description). Empty frames
-    are omitted, as PS3.3 A.51 allows; readers treat missing frames as empty.
+    are omitted, as PS3.3 A.51 allows; readers treat missing frames as empty. Segment labels
+    are made valid LO values (no backslash or control characters, at most 64 characters, never
+    empty); a label outside ASCII makes the SEG's Specific Character Set ``ISO_IR 192``
+    (UTF-8). Each segment's category and type are SNOMED CT concepts chosen from its name
+    (lesion-like names: Morphologically Abnormal Structure; organs and structures: Anatomical
+    Structure of that type; otherwise Tissue).
     """
-    out = Path(path)
+    from .writers import save_outputs
+
+    written = save_outputs(
+        labels,
+        reference,
+        mask=None,
+        dicom_seg=path,
+        label_names=label_names,
+        overwrite=overwrite,
+    )
+    return written[-1]
+
+
+def check_seg_reference(reference: Any, out: Path) -> None:
+    """Refuse a reference that was not read from DICOM (a SEG must reference instances)."""
     if not isinstance(reference, Volume) or reference.provenance.format != "dicom":
         fmt = getattr(getattr(reference, "provenance", None), "format", type(reference).__name__)
         raise MaskWriteError(
@@ -319,6 +341,18 @@ def save_dicom_seg(
             "sam2_med.io.save_mask is the format for non-DICOM references",
             out,
         )
+
+
+def seg_payload(
+    labels: np.ndarray | LabelVolume,
+    path: str | os.PathLike[str],
+    *,
+    reference: Volume,
+    label_names: Mapping[Any, str] | Sequence[str] | None = None,
+) -> bytes:
+    """The bytes of the DICOM SEG :func:`save_dicom_seg` writes; nothing is written."""
+    out = Path(path)
+    check_seg_reference(reference, out)
     try:
         import highdicom as hd
     except ImportError as exc:  # pragma: no cover - highdicom is a hard dependency
@@ -327,8 +361,6 @@ def save_dicom_seg(
         ) from exc
 
     array, base_names = prepare_labels(labels, reference, out)
-    _refuse_reference_paths([out], reference)
-    check_writable([out], overwrite=overwrite)
     present = [int(v) for v in np.unique(array) if v != 0]
     names = normalize_label_names(label_names, base_names, present, out)
     sources, frame_index = _load_sources(reference, out)
@@ -349,12 +381,16 @@ def save_dicom_seg(
 
     from .. import __version__
 
+    descriptions = _segment_descriptions(hd, names)
+    charset = {}
+    if needs_unicode([str(d.SegmentLabel) for d in descriptions]):
+        charset = {"specific_character_set": "ISO_IR 192"}
     try:
         seg = hd.seg.Segmentation(
             source_images=sources,
             pixel_array=planes,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=_segment_descriptions(hd, names),
+            segment_descriptions=descriptions,
             series_instance_uid=hd.UID(),
             series_number=SEG_SERIES_NUMBER,
             sop_instance_uid=hd.UID(),
@@ -367,10 +403,10 @@ def save_dicom_seg(
             content_description="SAM 2 semi-automatic segmentation",
             series_description="sam2-med segmentation",
             omit_empty_frames=bool(planes.any()),
+            **charset,
         )
         buf = io.BytesIO()
         seg.save_as(buf, enforce_file_format=True)
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise MaskWriteError(f"highdicom refused to build the segmentation: {exc}", out) from exc
-    write_files_atomically({out: buf.getvalue()}, overwrite=overwrite)
-    return out
+    return buf.getvalue()

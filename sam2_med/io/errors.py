@@ -40,8 +40,8 @@ class MultipleSeriesError(VolumeReadError):
         The :class:`sam2_med.io.SeriesInfo` of every candidate series.
     """
 
-    def __init__(self, message: str, path=None, series=()) -> None:
-        super().__init__(message, path)
+    def __init__(self, message: str, path=None, series=(), **wording) -> None:
+        super().__init__(message, path, **wording)
         self.series = tuple(series)
 
 

@@ -133,7 +133,11 @@ def _spatial_and_index(
         )
     if len(dims) == 3:
         if index not in (None, 0):
-            raise VolumeReadError(f"index={index} given but the image is 3D {tuple(shape)}", path)
+            raise VolumeReadError(
+                f"index={index} given but the image is 3D {tuple(shape)}",
+                path,
+                cli=f"--index {index} given but the image is 3D {tuple(shape)}",
+            )
         return (dims[0], dims[1], dims[2]), None
     if len(dims) > 4:
         raise UnsupportedImageError(
@@ -143,13 +147,17 @@ def _spatial_and_index(
         )
     n = dims[3]
     if index is None:
+        what = f"4D image with {n} volumes (shape {tuple(shape)})"
         raise UnsupportedImageError(
-            f"4D image with {n} volumes (shape {tuple(shape)}); pass index= to pick one (0..{n - 1})",
+            f"{what}; pass index= to pick one (0..{n - 1})",
             path,
+            cli=f"{what}; give --index N to pick one (0..{n - 1})",
         )
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
         raise UnsupportedImageError(
-            f"index={index!r} is out of range for a 4D image with {n} volumes (0..{n - 1})", path
+            f"index={index!r} is out of range for a 4D image with {n} volumes (0..{n - 1})",
+            path,
+            cli=f"--index {index} is out of range for a 4D image with {n} volumes (0..{n - 1})",
         )
     return (dims[0], dims[1], dims[2]), int(index)
 
@@ -169,19 +177,24 @@ def _make_volume(path: Path, array: np.ndarray, affine: np.ndarray, **kwargs) ->
         raise CorruptFileError(str(exc), path) from exc
 
 
-def _sidecar_modality(path: Path) -> str | None:
-    """The ``Modality`` of a BIDS / dcm2niix JSON sidecar (``<stem>.json``), if any."""
+def _json_sidecar(path: Path) -> Path:
+    """``<stem>.json`` beside a NIfTI file (BIDS / dcm2niix)."""
     name = path.name
     for suffix in (".nii.gz", ".nii"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
-    sidecar = path.with_name(name + ".json")
+    return path.with_name(name + ".json")
+
+
+def _sidecar_modality(path: Path) -> str | None:
+    """The ``Modality`` of a BIDS / dcm2niix JSON sidecar (``<stem>.json``), if any."""
+    sidecar = _json_sidecar(path)
     try:
         if not sidecar.is_file() or sidecar.stat().st_size > 1_000_000:
             return None
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return None
     value = meta.get("Modality") if isinstance(meta, dict) else None
     if isinstance(value, str) and value.upper() in _KNOWN_MODALITIES:
@@ -351,9 +364,14 @@ def read_nifti(
             "index": t,
             "scl_slope": slope,
             "scl_inter": inter,
+            "nifti_intent_code": int(hdr["intent_code"]),
         },
     )
-    mod = _clean_modality(modality) or _sidecar_modality(path) or "OT"
+    from_sidecar = None if _clean_modality(modality) else _sidecar_modality(path)
+    mod = _clean_modality(modality) or from_sidecar or "OT"
+    if from_sidecar:
+        # the sidecar is an input too: no output may ever replace it
+        provenance.extra["json_sidecar"] = str(_json_sidecar(path))
     return _make_volume(path, array, affine, modality=mod, provenance=provenance)
 
 

@@ -36,11 +36,20 @@ import numpy as np
 from .. import geometry
 from ..labels import LabelVolume
 from ..volume import Volume
-from ._atomic import check_writable, write_files_atomically
+from . import _atomic
+from ._atomic import check_writable
 from .errors import MaskWriteError
 from .nifti import NIFTI_GEOMETRY_FIELDS
 
-__all__ = ["normalize_label_names", "prepare_labels", "save_mask", "sidecar_path"]
+__all__ = [
+    "check_output_paths",
+    "mask_payloads",
+    "normalize_label_names",
+    "prepare_labels",
+    "save_mask",
+    "save_outputs",
+    "sidecar_path",
+]
 
 NIFTI_INTENT_LABEL = 1002
 NIFTI_XFORM_SCANNER_ANAT = 1
@@ -161,18 +170,66 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(name + ".json")
 
 
+def reference_inputs(reference: Volume) -> list[str]:
+    """Every file the reference was read from: the image files, and a JSON sidecar the reader
+    took metadata from (dcm2niix's ``<stem>.json``)."""
+    prov = reference.provenance
+    extra = prov.extra.get("json_sidecar")
+    return [*prov.paths, *([str(extra)] if extra else [])]
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """``a`` and ``b`` name one file (same absolute path, or the same inode via links)."""
+    if Path(os.path.abspath(a)) == Path(os.path.abspath(b)):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _refuse_reference_paths(outputs: Sequence[Path], reference: Volume) -> None:
     """Never overwrite a file the reference was read from, whatever ``overwrite`` says."""
-    for src in reference.provenance.paths:
+    for src in reference_inputs(reference):
         for out in outputs:
-            try:
-                same = out.exists() and os.path.samefile(out, src)
-            except OSError:
-                same = False
-            if same or Path(os.path.abspath(out)) == Path(os.path.abspath(src)):
+            if same_file(out, src):
                 raise MaskWriteError(
                     "refusing to overwrite a file the reference image was read from", out
                 )
+
+
+def check_derived_sidecar(mask: Path, side: Path) -> None:
+    """Refuse, whatever ``overwrite`` says, to replace a file at the sidecar path that is not
+    the sam2-med sidecar of this mask: the user named the mask, never the sidecar.
+
+    Raises
+    ------
+    MaskWriteError
+        ``side`` exists and is not a sam2-med sidecar whose ``mask.file`` is ``mask``'s name
+        (a prompt JSON, dcm2niix's sidecar, the sidecar of ``a.nii.gz`` when writing
+        ``a.nii``...).
+    """
+    if not (side.exists() or side.is_symlink()):
+        return
+    owner = None
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+        if isinstance(meta, dict) and "sam2_med_version" in meta:
+            owner = (meta.get("mask") or {}).get("file")
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError, AttributeError):
+        owner = None
+    if owner == mask.name:
+        return
+    what = (
+        f"the sidecar of another mask, {owner}"
+        if isinstance(owner, str)
+        else "not a sam2-med sidecar"
+    )
+    raise MaskWriteError(
+        f"refusing to replace this file: it is {what}, and the sidecar of {mask.name} would be "
+        "written here; choose another mask name",
+        side,
+    )
 
 
 def reference_summary(reference: Volume) -> dict[str, Any]:
@@ -275,6 +332,7 @@ def save_mask(
     reference: Volume,
     label_names: Mapping[Any, str] | Sequence[str] | None = None,
     overwrite: bool = False,
+    measurements: Sequence[Any] | bool = True,
 ) -> Path:
     """Write a label map as NIfTI on exactly ``reference``'s voxel grid, plus a JSON sidecar.
 
@@ -292,6 +350,10 @@ def save_mask(
         names; unnamed labels become ``"label_<n>"``.
     overwrite : bool
         Replace existing outputs (mask and sidecar). Default: refuse.
+    measurements : bool or sequence of StructureMeasurements
+        ``True`` (default): measure every present label (:func:`sam2_med.measure.measure`:
+        volume, surface, centroid, intensity statistics, axial RECIST axes) into the sidecar's
+        ``"measurements"``; a sequence: those, already computed; ``False``: none.
 
     Returns
     -------
@@ -314,6 +376,77 @@ def save_mask(
     for NIfTI references). Both files are written atomically (temp file, fsync, rename).
     """
     out = Path(path)
+    contents = mask_payloads(
+        labels, out, reference=reference, label_names=label_names, measurements=measurements
+    )
+    check_output_paths(list(contents), reference, overwrite=overwrite)
+    _atomic.write_files_atomically(contents, overwrite=overwrite)
+    return out
+
+
+def check_output_paths(
+    outputs: Sequence[Path],
+    reference: Volume,
+    *,
+    overwrite: bool,
+    inputs: Sequence[str | os.PathLike[str]] = (),
+    create_folders: bool = False,
+) -> None:
+    """Every refusal an output set can meet, before any work: an output that is an input (of
+    the reference, or in ``inputs``), a sidecar path holding a file sam2-med did not write, two
+    outputs on one path, an existing output without ``overwrite``, a missing folder.
+
+    Parameters
+    ----------
+    outputs : sequence of Path
+        The files to write: masks (``.nii``/``.nii.gz``, their sidecars are checked too) and
+        any other output (a DICOM SEG).
+    reference : Volume
+    overwrite : bool
+    inputs : sequence of path-like
+        Other files the run reads (prompt JSON, mask prompt, checkpoint...): never written.
+    create_folders : bool
+        The caller creates missing output folders (they are not refused).
+
+    Raises
+    ------
+    MaskWriteError, OutputExistsError
+    """
+    paths: list[Path] = []
+    for out in map(Path, outputs):
+        paths.append(out)
+        if out.name.lower().endswith((".nii.gz", ".nii")):
+            side = sidecar_path(out)
+            if side not in outputs:
+                paths.append(side)
+    for i, a in enumerate(paths):
+        for b in paths[:i]:
+            if same_file(a, b):
+                raise MaskWriteError("two outputs of this run are the same file", a)
+    _refuse_reference_paths(paths, reference)
+    for src in inputs:
+        for out in paths:
+            if same_file(out, src):
+                raise MaskWriteError("refusing to overwrite an input of this run", out)
+    for out in paths:
+        if out.name.lower().endswith(".json"):
+            mask = next((m for m in paths if sidecar_path(m) == out and m != out), None)
+            if mask is not None:
+                check_derived_sidecar(mask, out)
+    check_writable(paths, overwrite=overwrite, folders_may_be_missing=create_folders)
+
+
+def mask_payloads(
+    labels: np.ndarray | LabelVolume,
+    path: str | os.PathLike[str],
+    *,
+    reference: Volume,
+    label_names: Mapping[Any, str] | Sequence[str] | None = None,
+    measurements: Sequence[Any] | bool = True,
+) -> dict[Path, bytes]:
+    """The bytes of a mask and its sidecar, keyed by path (see :func:`save_mask`); nothing is
+    written."""
+    out = Path(path)
     lower = out.name.lower()
     if not lower.endswith((".nii.gz", ".nii")):
         raise MaskWriteError(
@@ -323,8 +456,6 @@ def save_mask(
         )
     side = sidecar_path(out)
     array, base_names = prepare_labels(labels, reference, out)
-    _refuse_reference_paths([out, side], reference)
-    check_writable([out, side], overwrite=overwrite)
 
     values, counts = np.unique(array, return_counts=True)
     present = [int(v) for v in values if v != 0]
@@ -354,6 +485,94 @@ def save_mask(
     }
     if isinstance(labels, LabelVolume) and labels.extra:
         sidecar["extra"] = _jsonable(labels.extra)
+    if measurements is not False:
+        sidecar["measurements"] = _sidecar_measurements(
+            array, reference, names, present, measurements
+        )
     text = json.dumps(sidecar, indent=2, allow_nan=False) + "\n"
-    write_files_atomically({out: payload, side: text.encode("utf-8")}, overwrite=overwrite)
-    return out
+    return {out: payload, side: text.encode("utf-8")}
+
+
+def save_outputs(
+    labels: np.ndarray | LabelVolume,
+    reference: Volume,
+    *,
+    mask: str | os.PathLike[str] | None,
+    dicom_seg: str | os.PathLike[str] | None = None,
+    label_names: Mapping[Any, str] | Sequence[str] | None = None,
+    overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike[str]] = (),
+    measurements: Sequence[Any] | bool = True,
+) -> list[Path]:
+    """Write a mask (with its sidecar) and optionally a DICOM SEG as one unit.
+
+    All outputs are built in memory, checked (:func:`check_output_paths`), then published by
+    one :func:`~sam2_med.io._atomic.write_files_atomically` call: a run that races another on
+    the same outputs replaces all of them or none.
+
+    Parameters
+    ----------
+    labels, reference, label_names, overwrite
+        As in :func:`save_mask`.
+    mask : path-like or None
+        ``.nii.gz`` or ``.nii``; the sidecar ``<stem>.json`` goes beside it. None: no mask
+        (a DICOM SEG alone).
+    dicom_seg : path-like, optional
+        Also a DICOM SEG (DICOM references only; see :func:`sam2_med.io.save_dicom_seg`).
+    inputs : sequence of path-like
+        Files the run read (prompts...), which no output may replace.
+    measurements : bool or sequence of StructureMeasurements
+        The sidecar's measurements, as in :func:`save_mask`.
+
+    Returns
+    -------
+    list of Path
+        Mask, sidecar and SEG, as written.
+    """
+    contents: dict[Path, bytes] = {}
+    if mask is not None:
+        contents = mask_payloads(
+            labels, mask, reference=reference, label_names=label_names, measurements=measurements
+        )
+    outputs = list(contents)
+    if dicom_seg is not None:
+        from .dicom_seg import check_seg_reference
+
+        check_seg_reference(reference, Path(dicom_seg))
+        outputs.append(Path(dicom_seg))
+    check_output_paths(outputs, reference, overwrite=overwrite, inputs=inputs)
+    if dicom_seg is not None:
+        from .dicom_seg import seg_payload
+
+        seg = Path(dicom_seg)
+        contents[seg] = seg_payload(labels, seg, reference=reference, label_names=label_names)
+    _atomic.write_files_atomically(contents, overwrite=overwrite)
+    return list(contents)
+
+
+def _sidecar_measurements(
+    array: np.ndarray,
+    reference: Volume,
+    names: Mapping[int, str],
+    present: Sequence[int],
+    given: Sequence[Any] | bool,
+) -> dict[str, Any]:
+    """The sidecar's ``"measurements"`` block (see :mod:`sam2_med.measure`).
+
+    A failure to measure must not cost the user the mask: it is recorded in the block (and
+    warned about) instead of stopping the write.
+    """
+    import warnings
+
+    from ..measure import measure, measurements_json
+
+    try:
+        found = (
+            list(given)
+            if not isinstance(given, bool)
+            else measure(array, reference, label_values=present, names=names)
+        )
+        return _jsonable(measurements_json(found, plane="axial"))
+    except Exception as err:  # never lose the mask over a measurement
+        warnings.warn(f"mask written without measurements: {err}", RuntimeWarning, stacklevel=3)
+        return {"error": f"{type(err).__name__}: {err}"}

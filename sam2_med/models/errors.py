@@ -38,10 +38,15 @@ class ChecksumError(Sam2MedError, ValueError):
         Hexadecimal SHA-256 digests.
     """
 
-    def __init__(self, message: str, path=None, *, expected: str, actual: str) -> None:
+    def __init__(
+        self, message: str, path=None, *, expected: str, actual: str, cli: str | None = None
+    ) -> None:
         self.expected = expected
         self.actual = actual
-        super().__init__(f"{message} (expected sha256 {expected}, got {actual})", path)
+        digests = f" (expected sha256 {expected}, got {actual})"
+        super().__init__(
+            f"{message}{digests}", path, cli=None if cli is None else f"{cli}{digests}"
+        )
 
 
 class DeviceUnavailableError(Sam2MedError, ValueError):

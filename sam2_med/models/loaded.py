@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import Sam2VideoModel
@@ -34,6 +36,21 @@ class LoadedModel:
         Short licence name and where its text is (shown to the user with the model).
     source
         Where the weights came from: a file path, a cache path with its hub origin, or a note.
+    sha256
+        SHA-256 of the weights file (None for a transformers folder or an in-memory module).
+    arch
+        The architecture the model was built with (:func:`sam2_med.models.arch.arch_to_config`
+        keys), or None when it came from a transformers config.
+    published
+        The registered model whose published SHA-256 the file has; None when the file is not a
+        published checkpoint (a fine-tune, a modified file, or a model with no published digest).
+    arch_from
+        How the architecture was chosen: ``"registered model NAME"``, ``"arch='NAME'"``,
+        ``"the given arch"`` or ``"assumed: NAME"`` (an unrecognised file; see
+        ``arch_candidates``).
+    arch_candidates
+        Registered models whose architecture an unrecognised file fits (the assumed one first
+        is not guaranteed; see ``arch_from``).
     """
 
     model: Sam2VideoModel
@@ -43,6 +60,11 @@ class LoadedModel:
     dtype: torch.dtype
     licence: str
     source: str
+    sha256: str | None = None
+    arch: Mapping[str, Any] | None = None
+    published: str | None = None
+    arch_from: str = ""
+    arch_candidates: tuple[str, ...] = ()
 
     @classmethod
     def from_module(

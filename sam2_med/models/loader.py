@@ -24,15 +24,18 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
 from transformers import Sam2VideoModel
 
-from ..errors import Sam2MedError
+from .._files import check_regular_file, umask_file_mode
+from ..errors import Sam2MedError, Sam2MedWarning
 from .arch import arch_to_config, complete_arch
 from .convert import hf_to_meta_state_dict, infer_arch, load_meta_state_dict
 from .errors import (
@@ -134,13 +137,34 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 
 def _check_sha(path: Path, spec: ModelSpec, sha: str) -> None:
     if spec.sha256 is not None and sha != spec.sha256:
+        what = f"not the published {spec.filename} of {spec.name!r}"
         raise ChecksumError(
-            f"not the published {spec.filename} of {spec.name!r}; if it is a fine-tune, load it "
-            f"with load_model(checkpoint=..., arch=get_spec({spec.name!r}).arch_dict())",
+            f"{what}; if it is a fine-tune, load it with "
+            f"load_model(checkpoint=..., arch={spec.name!r})",
             path,
             expected=spec.sha256,
             actual=sha,
+            cli=f"{what}; if it is a fine-tune, use --checkpoint FILE --arch {spec.name} "
+            "(without --model)",
         )
+
+
+def published_model(sha256: str) -> ModelSpec | None:
+    """The registered model whose published SHA-256 is ``sha256``, or None.
+
+    Parameters
+    ----------
+    sha256
+        Hexadecimal digest of a checkpoint file.
+
+    Returns
+    -------
+    ModelSpec or None
+    """
+    for spec in _REGISTRY.values():
+        if spec.sha256 is not None and spec.sha256 == sha256:
+            return spec
+    return None
 
 
 def _trusted_cached_file(path: Path, spec: ModelSpec) -> None:
@@ -180,40 +204,89 @@ def _read_meta_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return dict(sd)
 
 
+@dataclass(frozen=True)
+class _ArchChoice:
+    """The architecture a checkpoint is loaded with, and how it was chosen."""
+
+    arch: dict[str, Any]
+    assumed: ModelSpec | None = None  # chosen among several fitting registered models
+    candidates: tuple[ModelSpec, ...] = ()  # every registered model the weights fit
+
+
+def _fitting_specs(inferred: Mapping[str, Any]) -> list[ModelSpec]:
+    return [s for s in _REGISTRY.values() if all(s.arch[k] == v for k, v in inferred.items())]
+
+
 def _resolve_arch(
-    spec: ModelSpec | None, arch: Mapping[str, Any] | None, sd: Mapping[str, torch.Tensor]
-) -> dict[str, Any]:
+    spec: ModelSpec | None,
+    arch: Mapping[str, Any] | None,
+    sd: Mapping[str, torch.Tensor],
+    *,
+    file_name: str | None = None,
+) -> _ArchChoice:
+    """The architecture to build for state dict ``sd``.
+
+    ``spec`` (a registered model: named, recognised by checksum, or given as ``arch=NAME``)
+    fixes it, ``arch`` overrides keys. Without either, the registered models whose architecture
+    the weights fit are the candidates: the one whose published file name is ``file_name``
+    (``MedSAM2_latest.pt`` -> medsam2), else the first in registry order, is *assumed*.
+    """
     inferred = infer_arch(sd)
+    assumed = None
+    candidates: tuple[ModelSpec, ...] = ()
     if spec is not None:
         final = complete_arch({**spec.arch_dict(), **(arch or {})})
-        origin = f"model {spec.name!r}" + (" with arch= overrides" if arch else "")
+        origin = f"model {spec.name!r}" + (" with arch overrides" if arch else "")
     else:
-        matches = [
-            s for s in _REGISTRY.values() if all(s.arch[k] == v for k, v in inferred.items())
-        ]
+        matches = _fitting_specs(inferred)
         if arch is None:
             if not matches:
                 raise CheckpointError(
                     f"the checkpoint fits no registered architecture (it says {inferred}); "
-                    "pass arch= with at least image_size, num_heads, global_att_blocks"
+                    "pass arch= with at least image_size, num_heads, global_att_blocks",
+                    cli=f"the checkpoint fits no registered architecture (it says {inferred}); "
+                    "give --arch FILE.json with at least image_size, num_heads, "
+                    "global_att_blocks",
                 )
-            if len({s.image_size for s in matches}) > 1:
-                names = ", ".join(s.name for s in matches)
-                raise CheckpointError(
-                    f"the checkpoint fits several registered models with different input sizes "
-                    f"({names}); pass name= or arch={{'image_size': ...}}"
-                )
-        base = matches[0].arch_dict() if matches else complete_arch({})
-        final = complete_arch({**base, **inferred, **(arch or {})})
-        origin = "arch=" if arch else f"the architecture of {matches[0].name!r}"
+            named = [s for s in matches if file_name is not None and s.filename == file_name]
+            assumed = (named or matches)[0]
+            candidates = tuple(matches)
+        base = assumed or (matches[0] if matches else None)
+        final = complete_arch({**(base.arch_dict() if base else {}), **inferred, **(arch or {})})
+        origin = "the given arch" if arch else f"the architecture of {assumed.name!r}"  # type: ignore[union-attr]
     conflicts = [f"{k}={v!r} (not {final[k]!r})" for k, v in inferred.items() if final[k] != v]
     if conflicts:
-        raise CheckpointError(
-            f"the checkpoint does not have the architecture of {origin}: it has "
-            + ", ".join(conflicts)
-            + "; pass arch= with the checkpoint's values if this is a variant"
+        what = f"the checkpoint does not have the architecture of {origin}: it has " + ", ".join(
+            conflicts
         )
-    return final
+        raise CheckpointError(
+            f"{what}; pass arch= with the checkpoint's values if this is a variant",
+            cli=f"{what}; give --arch FILE.json with the checkpoint's values if this is a variant",
+        )
+    return _ArchChoice(final, assumed, candidates)
+
+
+def _assumed_warning(path: Path, sha: str, choice: _ArchChoice) -> Sam2MedWarning:
+    """One line: which architecture an unrecognised checkpoint was loaded with, and how to
+    choose another (Python and command-line wording)."""
+    assumed = choice.assumed
+    assert assumed is not None
+    by_name = " (by its file name)" if assumed.filename == path.name else ""
+    head = (
+        f"{path.name} (sha256 {sha[:12]}...) is not a file with a published checksum; assumed the "
+        f"architecture of {assumed.name}{by_name} ({assumed.image_size} px)"
+    )
+    other_sizes: dict[int, str] = {}  # one registered example per other input size
+    for s in choice.candidates:
+        if s.image_size != assumed.image_size:
+            other_sizes.setdefault(s.image_size, s.name)
+    example = next(iter(other_sizes.values()), "NAME")
+    also = ", ".join(f"{n} ({px} px)" for px, n in other_sizes.items())
+    head += f"; it also fits {also}" if also else ""
+    return Sam2MedWarning(
+        f"{head}; choose another with arch={example!r} (a registered name) or an arch dict",
+        cli=f"{head}; choose another with --arch {example} or --arch FILE.json",
+    )
 
 
 # --------------------------------------------------------------------------- downloading
@@ -269,18 +342,63 @@ def _download_to(spec: ModelSpec, part_dir: Path) -> tuple[Path, str]:
     raise OSError("; ".join(reasons) or "no download source")
 
 
+def download_urls(spec: ModelSpec) -> list[str]:
+    """Direct download links of a registered model's file (no web pages), in preference order.
+
+    A Hugging Face Hub source becomes its ``/resolve/main/`` file URL.
+    """
+    urls = []
+    for src in spec.sources:
+        if src.hub_repo:
+            urls.append(f"https://huggingface.co/{src.hub_repo}/resolve/main/{src.hub_filename}")
+        if src.url:
+            urls.append(src.url)
+    return urls
+
+
 def _not_found(spec: ModelSpec, cache: Path, why: str) -> WeightsNotFoundError:
-    sha = f" (published sha256 {spec.sha256})" if spec.sha256 else " (no published sha256)"
-    return WeightsNotFoundError(
-        f"weights of {spec.name!r} are not in the cache {cache} and cannot be downloaded now "
-        f"({why}). On a machine with internet access download {spec.filename} from "
-        f"{spec.where_to_get()}{sha}, copy it here and run: "
-        f"sam2-med weights import {spec.filename} --model {spec.name} "
-        f"(in Python: sam2_med.models.import_weights(path, {spec.name!r}))"
+    target = _cache_path(spec, cache)
+    sha = f"sha256 {spec.sha256}" if spec.sha256 else "no published sha256"
+    urls = download_urls(spec)
+    get = [f"download {spec.filename} ({sha}) from", *(f"  {u}" for u in urls)]
+    where = f"it is checked and copied to {target}"
+    err = WeightsNotFoundError(
+        f"weights of {spec.name!r} are not in the cache and cannot be downloaded now ({why})",
+        details=[
+            *get,
+            f"then run: sam2_med.models.import_weights('{spec.filename}', {spec.name!r})",
+            f"  ({where}; the command line: sam2-med weights import {spec.filename} "
+            f"--model {spec.name})",
+            f"or load a copy you have: load_model(checkpoint='{spec.filename}')",
+        ],
+        cli=f"weights of {spec.name} are not in the cache and cannot be downloaded now ({why})",
+        cli_details=[
+            *get,
+            f"then run: sam2-med weights import {spec.filename} --model {spec.name}",
+            f"  ({where})",
+            f"or use a copy you have: --checkpoint {spec.filename}",
+        ],
     )
+    # the pieces, for interfaces that word the advice their own way (the napari widget)
+    # (not "filename": an OSError subclass would print it)
+    err.model, err.weights_file, err.checksum = spec.name, spec.filename, sha
+    err.urls, err.target = urls, target
+    return err
+
+
+def _local_weights(spec: ModelSpec) -> tuple[Path, str]:
+    """A model whose YAML names a file on disk (shipped in the package, or the user's own)."""
+    path = spec.local_file
+    assert path is not None
+    if not path.is_file():
+        raise WeightsNotFoundError(f"weights file of model {spec.name!r} is missing", path)
+    _check_sha(path, spec, _sha256(path))
+    return path, f"{path} (named by {spec.config_file})"
 
 
 def _ensure_cached(spec: ModelSpec, cache: Path, offline: bool) -> tuple[Path, str]:
+    if spec.local_file is not None:
+        return _local_weights(spec)
     path = _cache_path(spec, cache)
     if path.is_file():
         _trusted_cached_file(path, spec)
@@ -307,26 +425,6 @@ def _ensure_cached(spec: ModelSpec, cache: Path, offline: bool) -> tuple[Path, s
     return path, f"{path} (downloaded from {origin})"
 
 
-def packaged_path(spec: ModelSpec) -> Path:
-    """The file of weights shipped inside the package (see ``ModelSpec.package_file``).
-
-    Raises
-    ------
-    WeightsNotFoundError
-        The installation lacks the file (a broken or partial install).
-    """
-    from importlib import resources
-
-    path = Path(str(resources.files("sam2_med").joinpath(spec.package_file or "")))
-    if not path.is_file():
-        raise WeightsNotFoundError(
-            f"the weights of {spec.name!r} should ship with sam2-med but are missing; "
-            "reinstall sam2-med",
-            path,
-        )
-    return path
-
-
 # --------------------------------------------------------------------------- public: cache
 @dataclass(frozen=True)
 class CacheEntry:
@@ -344,10 +442,10 @@ class CacheEntry:
         Digest (recorded at download/import for :func:`cached_weights`; recomputed by
         :func:`verify_cache`), or None if never recorded.
     status
-        ``"verified"`` (equals the published digest), ``"shipped"`` (weights inside the
-        package, as registered), ``"unverified"`` (no published digest;
-        unchanged since it was recorded), ``"checksum mismatch"``, ``"changed since recorded"``
-        or ``"not yet checked"``.
+        ``"verified"`` (equals the published digest), ``"unverified"`` (no published digest;
+        unchanged since it was recorded), ``"checksum mismatch"``, ``"changed since recorded"``,
+        ``"not yet checked"``, or ``"local file"`` (weights a model's YAML names on disk, e.g.
+        shipped in the package; listed but not hashed by :func:`cached_weights`).
     """
 
     name: str
@@ -361,26 +459,19 @@ def _entries(cache: Path, rehash: bool) -> list[CacheEntry]:
     out = []
     for name in list_models():
         spec = get_spec(name)
-        if spec.package_file:
-            try:
-                path = packaged_path(spec)
-            except WeightsNotFoundError:
-                continue
-            sha = _sha256(path) if rehash else spec.sha256
-            status = "shipped" if sha == spec.sha256 else "checksum mismatch"
-            out.append(CacheEntry(name, path, path.stat().st_size, sha, status))
-            continue
-        path = _cache_path(spec, cache)
+        path = spec.local_file or _cache_path(spec, cache)
         if not path.is_file():
             continue
         rec = _read_record(path)
         sha = _sha256(path) if rehash else (rec or {}).get("sha256")
-        if sha is None:
+        if spec.local_file is not None and not rehash:
+            status = "local file"  # hashed when loaded, and by verify_cache
+        elif sha is None:
             status = "not yet checked"
         elif spec.sha256 is not None:
             status = "verified" if sha == spec.sha256 else "checksum mismatch"
         elif rec is None:
-            status = "not yet checked"
+            status = "unverified" if spec.local_file is not None else "not yet checked"
         else:
             status = "unverified" if sha == rec.get("sha256") else "changed since recorded"
         out.append(CacheEntry(name, path, path.stat().st_size, sha, status))
@@ -449,34 +540,63 @@ def import_weights(
     """
     spec = get_spec(name)
     src = Path(file).expanduser()
-    if spec.package_file:
-        raise CheckpointError(f"{spec.name!r} ships with sam2-med: there is nothing to import", src)
-    if not src.is_file():
+    if spec.local_file is not None:
+        raise CheckpointError(
+            f"model {spec.name!r} uses the weights file its configuration names "
+            f"({spec.local_file}): there is nothing to import",
+            src,
+        )
+    if not src.exists():
         raise WeightsNotFoundError("no such file", src)
+    check_regular_file(src, "checkpoint", CheckpointError)
+    if not src.is_file():
+        raise WeightsNotFoundError("not a file", src)
     dest = _cache_path(spec, _cache(cache_dir))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".partial", dir=dest.parent)
-    tmp = Path(tmp_name)
+    created = _make_folders(dest.parent)
+    tmp: Path | None = None
     try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{spec.filename}.", suffix=".partial", dir=dest.parent
+        )
+        tmp = Path(tmp_name)
         h = hashlib.sha256()
         with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
             while chunk := fin.read(_CHUNK):
                 h.update(chunk)
                 fout.write(chunk)
             fout.flush()
+            os.fchmod(fout.fileno(), umask_file_mode())
             os.fsync(fout.fileno())
         sha = h.hexdigest()
         _check_sha(src, spec, sha)
         try:
             _resolve_arch(spec, None, _read_meta_checkpoint(tmp))
         except CheckpointError as exc:
-            raise CheckpointError(exc.problem, src) from None
+            raise CheckpointError(exc.problem, src, **exc.wording()) from None
         os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    except BaseException:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        for folder in reversed(created):  # leave no empty cache folders behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     _write_record(dest, sha, spec, origin=f"imported from {src}")
     return dest
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """``mkdir -p folder``; returns the folders created, outermost first."""
+    missing = []
+    p = folder
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return list(reversed(missing))
 
 
 # --------------------------------------------------------------------------- public: save/load
@@ -520,16 +640,16 @@ def _device(device: str | torch.device) -> torch.device:
     except (RuntimeError, TypeError) as exc:
         raise DeviceUnavailableError(f"invalid device {device!r}: {exc}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailableError(
+        why = (
             f"device {device!r} requested but CUDA is not available here (no NVIDIA GPU, or a "
-            "CPU-only PyTorch build); use device='cpu'"
+            "CPU-only PyTorch build)"
         )
+        raise DeviceUnavailableError(f"{why}; use device='cpu'", cli=f"{why}; use --device cpu")
     if dev.type == "mps" and not (
         hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
     ):
-        raise DeviceUnavailableError(
-            f"device {device!r} requested but Apple MPS is not available; use device='cpu'"
-        )
+        why = f"device {device!r} requested but Apple MPS is not available"
+        raise DeviceUnavailableError(f"{why}; use device='cpu'", cli=f"{why}; use --device cpu")
     if dev.type not in {"cpu", "cuda", "mps"}:
         raise DeviceUnavailableError(f"unsupported device {device!r}; use 'cpu', 'cuda' or 'mps'")
     return dev
@@ -587,7 +707,7 @@ def load_model(
     dtype: str | torch.dtype = "float32",
     cache_dir: str | os.PathLike[str] | None = None,
     offline: bool | None = None,
-    arch: Mapping[str, Any] | None = None,
+    arch: Mapping[str, Any] | str | None = None,
 ) -> LoadedModel:
     """Load a SAM 2 model for inference.
 
@@ -611,14 +731,20 @@ def load_model(
         True: never touch the network. None: offline when ``SAM2_MED_OFFLINE`` or
         ``HF_HUB_OFFLINE`` is set.
     arch
-        Architecture overrides (:func:`sam2_med.models.arch.arch_to_config` keys) for custom or
-        reduced Meta-format checkpoints; what the weights themselves show (widths, block and layer
-        counts) must agree with it.
+        For a checkpoint file that is not a published one: a registered model name whose
+        architecture it has (``"medsam2"`` for a MedSAM2 fine-tune), or architecture keys
+        (:func:`sam2_med.models.arch.arch_to_config`) for custom or reduced checkpoints. What
+        the weights themselves show (widths, block and layer counts) must agree with it.
+        Without it, a file whose SHA-256 is a registered model's published digest is that
+        model whatever its name; any other file gets the architecture of the registered model
+        it fits (the one whose published file name it has, else the first in registry order),
+        with a :class:`~sam2_med.errors.Sam2MedWarning` naming the assumption.
 
     Returns
     -------
     LoadedModel
-        The model in eval mode on ``device``, with its name, input size, licence and source.
+        The model in eval mode on ``device``, with its name, input size, licence, source,
+        the file's SHA-256 and the architecture used.
 
     Raises
     ------
@@ -633,34 +759,47 @@ def load_model(
     """
     dev, cdtype = _device(device), _dtype(dtype)
     spec = get_spec(name) if name is not None else None
+    arch_spec = get_spec(arch) if isinstance(arch, str) else None  # arch="medsam2"
+    overrides = None if isinstance(arch, str) else arch
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if path.is_dir():
             if arch is not None:
                 raise CheckpointError(
-                    "arch= applies to Meta-format files; a folder has its config.json", path
+                    "arch= applies to Meta-format files; a folder has its config.json",
+                    path,
+                    cli="--arch applies to Meta-format files; a folder has its config.json",
                 )
             return _load_transformers_folder(path, spec, dev, cdtype)
-        if not path.is_file():
+        if not path.exists():
             raise WeightsNotFoundError("no such checkpoint file", path)
+        check_regular_file(path, "checkpoint", CheckpointError)
+        sha = _sha256(path)
         if spec is not None and spec.sha256 is not None:
-            _check_sha(path, spec, _sha256(path))
+            _check_sha(path, spec, sha)
+        if spec is None:
+            spec = published_model(sha)  # Meta's own file under any name is that model
         source = str(path)
     elif spec is None:
-        raise Sam2MedError(f"give a model name ({', '.join(list_models())}) or checkpoint=")
-    elif spec.package_file:
-        path = packaged_path(spec)
-        _check_sha(path, spec, _sha256(path))
-        source = f"{path} (shipped with sam2-med)"
+        raise Sam2MedError(
+            f"give a model name ({', '.join(list_models())}) or checkpoint=",
+            cli=f"give --model NAME ({', '.join(list_models())}) or --checkpoint FILE",
+        )
     else:
         path, source = _ensure_cached(spec, _cache(cache_dir), _offline(offline))
+        sha = (_read_record(path) or {}).get("sha256") or _sha256(path)
     state = _read_meta_checkpoint(path)
-    final_arch = _resolve_arch(spec, arch, state)
-    model = Sam2VideoModel(arch_to_config(final_arch))
+    try:
+        choice = _resolve_arch(spec or arch_spec, overrides, state, file_name=path.name)
+    except CheckpointError as exc:
+        raise CheckpointError(exc.problem, path, **exc.wording()) from None
+    if choice.assumed is not None:
+        warnings.warn(_assumed_warning(path, sha, choice), stacklevel=2)
+    model = Sam2VideoModel(arch_to_config(choice.arch))
     try:
         load_meta_state_dict(model, state)
     except CheckpointError as exc:
-        raise CheckpointError(exc.problem, path) from None
+        raise CheckpointError(exc.problem, path, **exc.wording()) from None
     del state
     model = model.to(dev).eval()
     if spec is not None and spec.sha256 is None:
@@ -668,9 +807,22 @@ def load_model(
     return LoadedModel(
         model=model,
         name=spec.name if spec else "custom",
-        image_size=int(final_arch["image_size"]),
+        image_size=int(choice.arch["image_size"]),
         device=dev,
         dtype=cdtype,
         licence=spec.licence_text if spec else _CUSTOM_LICENCE,
         source=source,
+        sha256=sha,
+        arch=MappingProxyType(dict(choice.arch)),
+        published=spec.name if spec is not None and spec.sha256 == sha else None,
+        arch_from=(
+            f"registered model {spec.name}"
+            if spec is not None
+            else f"arch={arch_spec.name!r}"
+            if arch_spec is not None
+            else "the given arch"
+            if overrides is not None
+            else f"assumed: {choice.assumed.name}"  # type: ignore[union-attr]
+        ),
+        arch_candidates=tuple(s.name for s in choice.candidates),
     )

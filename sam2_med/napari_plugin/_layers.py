@@ -262,6 +262,35 @@ def image_layer_data(
     return geo.to_data(volume.array), kwargs, "image"
 
 
+def radiological_view(viewer: Any, geometry: LayerGeometry, plane: str = "axial") -> None:
+    """Show ``plane`` slices of ``geometry``'s volume laid out as a radiologist reads them.
+
+    The slider runs through the ``plane`` slices; axial and coronal slices have the patient's
+    right on the screen's left, sagittal slices anterior on the left; superior (coronal,
+    sagittal) or anterior (axial) is up. Only the viewer's dims order and 2D camera orientation
+    change: no data, transform or layer is touched.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    geometry : LayerGeometry
+        Of a layer in ``viewer`` (world axes x, y, z = R, A, S mm).
+    plane : {"axial", "coronal", "sagittal"}
+    """
+    from ..geometry import slice_axis
+
+    wa = geometry.axes.index(slice_axis(geometry.volume.affine, plane))
+    # world axes: 0 x (R), 1 y (A), 2 z (S); rows first, then columns
+    rows_cols = {2: (1, 0), 1: (2, 0), 0: (2, 1)}[wa]
+    extra = max(int(viewer.dims.ndim) - 3, 0)  # leading non-spatial axes stay in front
+    viewer.dims.order = (*range(extra), *(extra + a for a in (wa, *rows_cols)))
+    scene = getattr(viewer, "scene", None)  # napari >= 0.9 (viewer.camera deprecated)
+    camera = scene.camera if scene is not None else viewer.camera
+    if hasattr(camera, "orientation2d"):
+        # rows increase upwards (anterior/superior up), columns increase leftwards
+        camera.orientation2d = ("up", "left")
+
+
 def display_limits(volume: Volume, window: str | None = "auto") -> tuple[float, float]:
     """Contrast limits that show the image as the model sees it under ``window``.
 

@@ -18,7 +18,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._layers import image_layer_data
+from ._layers import (
+    METADATA_KEY,
+    WORLD_AXIS_LABELS,
+    LayerGeometry,
+    geometry_of,
+    image_layer_data,
+    radiological_view,
+)
 
 #: File patterns sam2-med asks napari to prefer it for (see :func:`prefer_sam2med_reader`).
 PREFERRED_PATTERNS = ("*.nii", "*.nii.gz", "*.nrrd", "*.nhdr", "*.mha", "*.mhd")
@@ -84,8 +91,11 @@ def read_volume(path: str | Sequence[str]) -> list[tuple]:
 
     Returns
     -------
-    list of (data, kwargs, "image")
+    list of (data, kwargs, "image" or "labels")
         One tuple per volume; see :func:`~sam2_med.napari_plugin._layers.image_layer_data`.
+        A label map (a mask sam2-med wrote, or a NIfTI with the label intent) is a Labels
+        layer with its names, not an image. The first image opened into a viewer is shown
+        radiologically (see :func:`show_radiologically_when_added`).
         A folder with up to :data:`MAX_SERIES_PER_FOLDER` series gives one per readable series
         (the others are named in a warning).
 
@@ -120,8 +130,99 @@ def read_volume(path: str | Sequence[str]) -> list[tuple]:
     out = []
     for vol in volumes:
         name = _layer_name(p, vol, several=len(volumes) > 1)
-        out.append(image_layer_data(vol, name=name, source=str(p)))
+        names = label_map_names(p, vol)
+        if names is not None:
+            out.append(labels_layer_data(vol, name=name, source=str(p), names=names))
+        else:
+            out.append(image_layer_data(vol, name=name, source=str(p)))
+    show_radiologically_when_added([t[1]["metadata"][METADATA_KEY] for t in out])
     return out
+
+
+def show_radiologically_when_added(geometries: Sequence[LayerGeometry]) -> None:
+    """Lay the current viewer out radiologically (axial slices, patient's right on the left,
+    anterior up) as soon as the first of these layers is added, when it is the viewer's first
+    image: opening a file gives the radiological display with or without the dock widget.
+
+    A reader only returns data; napari adds the layers right after it returns, so the layout
+    is applied from the viewer's ``layers.events.inserted`` (once, then disconnected). A later
+    image added to a viewer that already shows one leaves the user's layout alone.
+    """
+    try:
+        from napari import current_viewer
+
+        viewer = current_viewer()
+    except Exception:  # no napari application (e.g. the reader called from a script)
+        return
+    if viewer is None or not geometries:
+        return
+    pending = list(geometries)
+    first_image = not any(type(lay).__name__ == "Image" for lay in viewer.layers)
+
+    def on_inserted(event: Any) -> None:
+        geo = geometry_of(getattr(event.value, "metadata", None))
+        if geo is None or not any(geo is g for g in pending):
+            return
+        viewer.layers.events.inserted.disconnect(on_inserted)
+        if first_image and viewer.dims.ndim >= 3:
+            radiological_view(viewer, geo, "axial")
+
+    viewer.layers.events.inserted.connect(on_inserted)
+
+
+def label_map_names(path: Path, volume: Any) -> dict[int, str] | None:
+    """Label names when ``path`` is a label map (a sam2-med mask, or a NIfTI whose intent is
+    NIFTI_INTENT_LABEL) with integer voxels, else None (an image)."""
+    import json
+
+    import numpy as np
+
+    if not np.issubdtype(np.asarray(volume.array).dtype, np.integer):
+        return None
+    from ..io.writers import NIFTI_INTENT_LABEL, sidecar_path
+
+    meta = None
+    side = sidecar_path(path)
+    try:
+        if side.is_file() and side.stat().st_size < 10_000_000:
+            meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        meta = None
+    ours = (
+        isinstance(meta, dict)
+        and "sam2_med_version" in meta
+        and (meta.get("mask") or {}).get("file") == path.name
+    )
+    intent = volume.provenance.extra.get("nifti_intent_code")
+    if not ours and intent != NIFTI_INTENT_LABEL:
+        return None
+    names = (meta or {}).get("label_names") if ours else None
+    out: dict[int, str] = {}
+    for key, value in (names or {}).items():
+        if str(key).isdigit():
+            out[int(key)] = str(value)
+    return out
+
+
+def labels_layer_data(
+    volume: Any, *, name: str, source: str | None = None, names: dict[int, str] | None = None
+) -> tuple[Any, dict[str, Any], str]:
+    """A napari Labels LayerDataTuple for a label map, placed like :func:`image_layer_data`
+    places an image (so it lands on the image it was drawn on) and never listed as an image to
+    segment."""
+    import numpy as np
+
+    geo = LayerGeometry.for_volume(volume, source=source)
+    data = np.asarray(volume.array)
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "affine": geo.layer_affine,
+        "metadata": {METADATA_KEY: geo, "sam2_med_label_names": dict(names or {})},
+        "opacity": 0.5,
+        "axis_labels": WORLD_AXIS_LABELS,
+        "units": ("mm", "mm", "mm"),
+    }
+    return geo.to_data(data), kwargs, "labels"
 
 
 def _layer_name(path: Path, volume: Any, *, several: bool) -> str:

@@ -28,4 +28,7 @@ def phantom() -> list[tuple]:
         "opacity": 0.4,
         "units": ("mm", "mm", "mm"),
     }
+    from ._reader import show_radiologically_when_added
+
+    show_radiologically_when_added([geo])
     return [image, (geo.to_data(truth.array), labels_kwargs, "labels")]

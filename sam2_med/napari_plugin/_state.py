@@ -11,12 +11,16 @@ Life cycle
 1. ``set_model`` (a :class:`~sam2_med.models.LoadedModel`, from the registry, a checkpoint or
    injected by a test) and ``set_image`` (an Image layer).
 2. ``ensure_session`` creates the Session and the Labels / Points / Shapes layers on first use.
-   Changing the image, the axis, the window or the model drops the Session (``reset_session``);
-   the next action starts a new one. Painted labels stay.
-3. Prompt -> ``collect_prompts`` -> session calls in a worker thread -> ``apply_result`` on the
-   main thread, slice by slice.
-4. ``sync_from_session`` replaces the label array with ``session.label_map()`` after
-   propagation and undo, so the layer always shows exactly what an export writes.
+   Changing the image, the propagation axis, the window or the model drops the Session
+   (``reset_session``); the next action starts a new one. Painted and accepted labels stay:
+   after a reset with ``keep_labels`` they are the base the new session's results replace
+   object by object. Viewing another plane (:attr:`view`) never touches the session.
+3. Prompt -> ``collect_prompts`` (the current object's prompts not sent yet) -> session calls
+   in a worker thread -> ``apply_result`` on the main thread, slice by slice. Sent prompts
+   stay on screen (``mark_prompts_sent``); each point and box records its object in the
+   layer's ``features`` (``label``, ``sent``), and only the current object's are shown.
+4. ``sync_from_session`` replaces the label array with ``session.label_map()`` (over the kept
+   base) after propagation and undo, so the layer always shows exactly what an export writes.
 """
 
 from __future__ import annotations
@@ -34,12 +38,16 @@ from ._layers import (
     LayerGeometry,
     geometry_of,
     layer_world_coords,
+    radiological_view,
 )
 
 #: A slice is suspicious when its object score is below this (a logit: < 0 means "no object").
 LOW_SCORE = 0.0
 #: ... or when its area changes by more than this fraction from the previous segmented slice.
 AREA_JUMP = 0.5
+
+#: Edge colour of the current object's box prompts (other objects' boxes are not drawn).
+BOX_COLOUR = "yellow"
 
 POSITIVE_LAYER = "sam2 prompts (+)"
 NEGATIVE_LAYER = "sam2 prompts (-)"
@@ -94,6 +102,7 @@ class SegmentationState:
     image_layer: Any = None
     geometry: LayerGeometry | None = None
     axis: str = "axial"
+    view: str = "axial"
     window: str = "auto"
     session: Any = None
     labels_array: np.ndarray | None = None
@@ -105,12 +114,14 @@ class SegmentationState:
     busy: bool = False
     cancel_event: threading.Event = field(default_factory=threading.Event)
     last_export: list[str] = field(default_factory=list)
+    base_labels: np.ndarray | None = None
 
     # -- model and image ---------------------------------------------------------------------
     def set_model(self, model: Any) -> None:
-        """Use ``model`` (a LoadedModel) from now on; the current session is dropped."""
+        """Use ``model`` (a LoadedModel) from now on; the current session is dropped, its
+        segmentation kept (see :meth:`reset_session`)."""
         self.model = model
-        self.reset_session()
+        self.reset_session(keep_labels=True)
 
     def set_image(self, layer: Any) -> None:
         """Segment ``layer`` (a napari Image layer) from now on; drops the session."""
@@ -121,6 +132,7 @@ class SegmentationState:
         self.reset_session()
         self.labels_array = None
         self.labels_layer = None
+        self.base_labels = None
 
     @property
     def volume(self) -> Volume | None:
@@ -144,10 +156,16 @@ class SegmentationState:
         assert self.volume is not None
         return int(self.volume.shape[self.axis_index()])
 
-    def reset_session(self) -> None:
-        """Forget the Session (prompts, memory, anchors); the label array is kept."""
+    def reset_session(self, *, keep_labels: bool = False) -> None:
+        """Forget the Session (prompts, memory, anchors); the label array is kept.
+
+        With ``keep_labels`` the current label array becomes the base of the next session:
+        its results replace an object's voxels only once that object has been prompted in it.
+        """
         self.session = None
         self.records = {}
+        if keep_labels and self.labels_array is not None:
+            self.base_labels = self.labels_array.copy()
 
     # -- session and layers ------------------------------------------------------------------
     def ensure_session(self) -> Any:
@@ -191,19 +209,25 @@ class SegmentationState:
         # prompt layers step through the world like the image (one slider step per slice);
         # their data are world mm divided by that scale, and are read back through
         # data_to_world, so clicks keep mapping to the voxel drawn under them
-        common = {"ndim": 3, "scale": self.prompt_scale(), "units": MM}
-        if POSITIVE_LAYER not in viewer.layers:
-            viewer.add_points(name=POSITIVE_LAYER, face_color="lime", size=4, **common)
-        if NEGATIVE_LAYER not in viewer.layers:
-            viewer.add_points(name=NEGATIVE_LAYER, face_color="red", size=4, **common)
+        common = {
+            "ndim": 3,
+            "scale": self.prompt_scale(),
+            "units": MM,
+            "features": {"label": np.zeros(0, np.int64), "sent": np.zeros(0, bool)},
+            "feature_defaults": {"label": int(self.current_label or 0), "sent": False},
+        }
         if BOX_LAYER not in viewer.layers:
             viewer.add_shapes(
                 name=BOX_LAYER,
-                edge_color="yellow",
+                edge_color=BOX_COLOUR,
                 face_color="transparent",
                 edge_width=1,
                 **common,
             )
+        if NEGATIVE_LAYER not in viewer.layers:
+            viewer.add_points(name=NEGATIVE_LAYER, face_color="red", size=4, **common)
+        if POSITIVE_LAYER not in viewer.layers:
+            viewer.add_points(name=POSITIVE_LAYER, face_color="lime", size=4, **common)
 
     def prompt_scale(self) -> tuple[float, float, float]:
         """World mm per data unit of the prompt layers: the image's spacing along x, y, z."""
@@ -224,23 +248,78 @@ class SegmentationState:
             if self.labels_layer is not None and self.geometry is not None:
                 self.labels_layer.data = self.geometry.to_data(self.labels_array)
         self.objects[label] = entry
-        self.current_label = label
         if self.session is not None:
             self._register_object(entry)
+        self.set_current(entry.label)
         self._update_label_names()
         return entry
 
+    def set_current(self, label: int | None) -> None:
+        """Make ``label`` the current object: new clicks belong to it, and only its prompts are
+        shown in the prompt layers."""
+        self.current_label = label
+        self.update_prompt_display()
+
+    def update_prompt_display(self) -> None:
+        """Prompt layers show the current object's points and boxes (sent or not) and record
+        new ones as the current object's."""
+        layers = self.viewer.layers
+        current = int(self.current_label or 0)
+        for name in (POSITIVE_LAYER, NEGATIVE_LAYER, BOX_LAYER):
+            if name not in layers:
+                continue
+            layer = layers[name]
+            layer.feature_defaults = {"label": current, "sent": False}
+            mine = _prompt_labels(layer) == current
+            if name == BOX_LAYER:
+                if len(mine):
+                    colours = np.zeros((len(mine), 4))
+                    colours[mine] = _rgba(BOX_COLOUR)
+                    layer.edge_color = colours
+            elif len(mine):
+                layer.shown = mine
+
+    def mark_prompts_sent(self) -> None:
+        """The current object's pending prompts reached the session: they stay on screen and
+        are not sent again."""
+        for layer in self._prompt_layers():
+            feats = layer.features
+            if len(feats):
+                mine = _prompt_labels(layer) == int(self.current_label or 0)
+                feats.loc[mine, "sent"] = True
+
+    def remove_prompts(self, label: int) -> None:
+        """Delete an object's points and boxes from the prompt layers."""
+        for layer in self._prompt_layers():
+            keep = _prompt_labels(layer) != int(label)
+            if keep.all():
+                continue
+            if layer.name == BOX_LAYER:
+                layer.selected_data = set(np.flatnonzero(~keep).tolist())
+                layer.remove_selected()
+            else:
+                layer.data = np.asarray(layer.data)[keep]
+                layer.features = layer.features[keep].reset_index(drop=True)
+        self.update_prompt_display()
+
+    def _prompt_layers(self) -> list[Any]:
+        layers = self.viewer.layers
+        return [layers[n] for n in (POSITIVE_LAYER, NEGATIVE_LAYER, BOX_LAYER) if n in layers]
+
     def remove_object(self, label: int) -> None:
-        """Drop an object: its voxels are cleared and later results for it are ignored."""
+        """Drop an object: its voxels and prompts are cleared and later results for it are
+        ignored."""
         self.objects.pop(label, None)
         self.removed_labels.add(label)
         if self.session is not None and hasattr(self.session, "remove_object"):
             self.session.remove_object(label)
-        if self.labels_array is not None:
-            self.labels_array[self.labels_array == label] = 0
-            self.refresh_labels()
+        for arr in (self.labels_array, self.base_labels):
+            if arr is not None:
+                arr[arr == label] = 0
+        self.refresh_labels()
+        self.remove_prompts(label)
         if self.current_label == label:
-            self.current_label = next(iter(self.objects), None)
+            self.set_current(next(iter(self.objects), None))
         self._update_label_names()
 
     def _register_object(self, entry: ObjectEntry) -> None:
@@ -278,8 +357,9 @@ class SegmentationState:
         prompts: list[Prompt] = []
         if BOX_LAYER in layers:
             shapes = layers[BOX_LAYER]
-            for verts, kind in zip(shapes.data, shapes.shape_type, strict=True):
-                if kind not in ("rectangle", "polygon"):
+            pending = self._pending(shapes)
+            for verts, kind, todo in zip(shapes.data, shapes.shape_type, pending, strict=True):
+                if kind not in ("rectangle", "polygon") or not todo:
                     continue
                 ijk = self.geometry.world_to_voxel(layer_world_coords(shapes, verts))
                 ijk = np.clip(ijk, 0, np.array(vol.shape) - 1)
@@ -290,7 +370,12 @@ class SegmentationState:
         pts, labs = [], []
         for name, value in ((POSITIVE_LAYER, 1), (NEGATIVE_LAYER, 0)):
             if name in layers and len(layers[name].data):
-                ijk = self.geometry.world_to_voxel(layer_world_coords(layers[name]))
+                layer = layers[name]
+                todo = self._pending(layer)
+                if not todo.any():
+                    continue
+                data = np.asarray(layer.data)[todo]
+                ijk = self.geometry.world_to_voxel(layer_world_coords(layer, data))
                 pts.append(ijk)
                 labs.append(np.full(len(ijk), value, dtype=np.int64))
         if pts:
@@ -302,6 +387,15 @@ class SegmentationState:
                 sel = all_pts[:, axis] == k
                 prompts.append(Prompt("points", int(k), all_pts[sel], all_labs[sel]))
         return prompts
+
+    def _pending(self, layer: Any) -> np.ndarray:
+        """Which of a prompt layer's points/boxes are the current object's and not yet sent."""
+        n = len(layer.data)
+        feats = layer.features
+        if len(feats) != n or "sent" not in feats:
+            return np.ones(n, bool)  # a layer without our features: everything is pending
+        sent = np.asarray(feats["sent"], dtype=bool)
+        return (_prompt_labels(layer) == int(self.current_label or 0)) & ~sent
 
     def add_point_prompt(self, ijk: np.ndarray, *, positive: bool = True) -> None:
         """Place a point prompt at the centre of voxel ``ijk`` (as a click there would)."""
@@ -328,7 +422,7 @@ class SegmentationState:
         layer.add_rectangles(_world_to_layer_data(layer, self.geometry.voxel_to_world(corners)))
 
     def clear_prompts(self) -> None:
-        """Empty the prompt layers (their prompts have reached the session)."""
+        """Empty the prompt layers (all objects' points and boxes)."""
         layers = self.viewer.layers
         for name in (POSITIVE_LAYER, NEGATIVE_LAYER):
             if name in layers:
@@ -371,10 +465,37 @@ class SegmentationState:
         lm = self.session.label_map()
         arr = np.asarray(getattr(lm, "array", lm))
         new = arr.astype(self.labels_array.dtype, copy=True)
+        if self.base_labels is not None:
+            # what an earlier session accepted stays until its object is prompted again here
+            base = self.base_labels.astype(new.dtype, copy=True)
+            for label in getattr(self.session, "objects", {}):
+                if _anchors(self.session, label):
+                    base[base == label] = 0
+            new = np.where(new != 0, new, base)
         for label in self.removed_labels:
             new[new == label] = 0
         self.labels_array[...] = new
         self.refresh_labels()
+
+    def anchors(self, label: int) -> tuple[int, ...]:
+        """Prompted slices of an object in the current session (voxel slice indices)."""
+        return _anchors(self.session, label) if self.session is not None else ()
+
+    def slider_number(self, k: int) -> int:
+        """The number napari's slider shows at voxel slice ``k`` of the session axis.
+
+        It differs from ``k`` when the voxel axis runs against the world axis (e.g. slices
+        stored superior to inferior): the slider counts world steps from its start.
+        """
+        assert self.volume is not None and self.geometry is not None
+        axis, wa = self.axis_index(), self.world_axis()
+        centre = (np.array(self.volume.shape, dtype=np.float64) - 1) / 2
+        centre[axis] = k
+        world = float(self.geometry.voxel_to_world(centre)[wa])
+        dims = self.viewer.dims
+        rng = dims.range[int(dims.ndim) - 3 + wa]
+        step = float(rng.step) or 1.0
+        return round((world - float(rng.start)) / step)
 
     def refresh_labels(self) -> None:
         if self.labels_layer is not None:
@@ -398,24 +519,17 @@ class SegmentationState:
         wa = self.world_axis()
         self.viewer.dims.set_point(wa, float(world[wa]))
 
-    def show_axis(self) -> None:
-        """Show the session's slices in the radiological convention (2D view).
+    def show_axis(self, plane: str | None = None) -> None:
+        """Show ``plane`` slices (default: :attr:`view`) in the radiological convention.
 
-        The slider runs along the session axis; the displayed plane is laid out as a
-        radiologist reads it: axial and coronal with the patient's right on the screen's left,
-        sagittal with anterior on the left, superior (coronal, sagittal) or anterior (axial) up.
+        The displayed plane is laid out as a radiologist reads it: axial and coronal with the
+        patient's right on the screen's left, sagittal with anterior on the left, superior
+        (coronal, sagittal) or anterior (axial) up (see :func:`._layers.radiological_view`).
+        Viewing a plane never touches the session: only :attr:`axis` is the propagation axis.
         """
         if self.geometry is None:
             return
-        wa = self.world_axis()
-        # world axes: 0 x (R), 1 y (A), 2 z (S); rows first, then columns
-        rows_cols = {2: (1, 0), 1: (2, 0), 0: (2, 1)}[wa]
-        self.viewer.dims.order = (wa, *rows_cols)
-        scene = getattr(self.viewer, "scene", None)  # napari >= 0.9 (viewer.camera deprecated)
-        camera = scene.camera if scene is not None else self.viewer.camera
-        if hasattr(camera, "orientation2d"):
-            # rows increase upwards (anterior/superior up), columns increase leftwards
-            camera.orientation2d = ("up", "left")
+        radiological_view(self.viewer, self.geometry, plane or self.view)
 
     # -- drift review ------------------------------------------------------------------------
     def profile(self, label: int) -> tuple[np.ndarray, np.ndarray]:
@@ -450,6 +564,28 @@ class SegmentationState:
                 pass
         scores, areas = self.profile(label)
         return suspicious_from_profile(scores, areas)
+
+
+def _anchors(session: Any, label: int) -> tuple[int, ...]:
+    try:
+        return tuple(int(k) for k in session.anchors(label))
+    except Exception:  # an object the session does not know (yet)
+        return ()
+
+
+def _prompt_labels(layer: Any) -> np.ndarray:
+    """Object label of each point/box of a prompt layer (0 where unknown)."""
+    feats = layer.features
+    n = len(layer.data)
+    if "label" not in feats or len(feats) != n:
+        return np.zeros(n, np.int64)
+    return np.asarray(feats["label"], dtype=np.int64)
+
+
+def _rgba(colour: str) -> np.ndarray:
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    return transform_color(colour)[0]
 
 
 def _world_to_layer_data(layer: Any, world: np.ndarray) -> np.ndarray:

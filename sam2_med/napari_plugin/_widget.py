@@ -26,8 +26,11 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
+    QButtonGroup,
     QCheckBox,
     QComboBox,
+    QDialog,
+    QDialogButtonBox,
     QFileDialog,
     QFormLayout,
     QFrame,
@@ -46,9 +49,16 @@ from qtpy.QtWidgets import (
 )
 
 from ._layers import display_limits, geometry_of
+from ._measure_panel import MeasurePanel
 from ._state import SegmentationState
 
 AXES = ("axial", "coronal", "sagittal")
+
+#: napari key (viewer key binding, free in every layer's keymap) for each prompt tool.
+TOOL_KEYS = {"positive": "q", "negative": "w", "box": "r"}
+
+#: Prefix of the model-list data of a loaded checkpoint file (its path follows).
+CHECKPOINT_PREFIX = "checkpoint:"
 
 
 def _ct_window_names() -> list[str]:
@@ -58,15 +68,70 @@ def _ct_window_names() -> list[str]:
 
 
 def _describe_error(err: BaseException) -> str:
+    """The whole message for the GUI: what went wrong on the first line, then what to do,
+    worded for the widget (buttons, not Python calls or command-line flags)."""
     if isinstance(err, MemoryError) or "out of memory" in str(err).lower():
         return (
             "out of memory: close other volumes, choose a smaller model, or crop the image "
             f"({type(err).__name__}: {err})"
         )
-    text = str(err) or type(err).__name__
     from ..errors import Sam2MedError
 
+    urls = getattr(err, "urls", None)
+    if isinstance(err, Sam2MedError) and urls is not None:  # weights not in the cache
+        return "\n".join(
+            [
+                err.problem,
+                f"Download {err.weights_file} ({err.checksum}) from",  # type: ignore[attr-defined]
+                *(f"  {u}" for u in urls),
+                "then press 'Import file…' and choose it: it is checked and copied to",
+                f"  {err.target}",  # type: ignore[attr-defined]
+                "and the model list shows it as cached from then on.",
+            ]
+        )
+    text = str(err) or type(err).__name__
     return text if isinstance(err, Sam2MedError) else f"{type(err).__name__}: {text}"
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of a licence text (the full text goes in a tooltip)."""
+    head = text.split(". ", 1)[0].strip()
+    return head if head.endswith(".") or len(head) == len(text.strip()) else head + "."
+
+
+def _checkpoint_text(path: Path, model: Any) -> str:
+    """Model-list entry of a loaded checkpoint file."""
+    published = getattr(model, "published", None)
+    what = f"published {published}" if published else "not a published checkpoint"
+    return f"{path.name} | {model.image_size} px | {what}"
+
+
+def _checkpoint_status(path: Path, model: Any) -> str:
+    """What a checkpoint file is, in the status line: published or not (and what that means),
+    and where its architecture came from."""
+    device = getattr(model, "device", "cpu")
+    published = getattr(model, "published", None)
+    if published:
+        return (
+            f"loaded {path.name}: the published checkpoint of {published} (checksum verified), "
+            f"{model.image_size} px, {device}"
+        )
+    sha = getattr(model, "sha256", None)
+    digest = f" (sha256 {sha[:12]}…)" if sha else ""
+    source = getattr(model, "arch_from", "") or ""
+    if source.startswith("assumed: "):
+        arch = f"shape of {source[len('assumed: ') :]} (assumed: if wrong, choose in Import file…)"
+    elif source.startswith("registered model "):
+        arch = source[len("registered model ") :]
+    elif source:
+        arch = source.replace("arch=", "").strip("'") + ", as chosen"
+    else:
+        arch = "its config.json"
+    return (
+        f"loaded {path.name}, {model.image_size} px, {device}: not a published "
+        f"checkpoint{digest}, i.e. a fine-tune or a modified file, unverified; "
+        f"architecture: {arch}"
+    )
 
 
 class Sam2MedWidget(QWidget):
@@ -91,8 +156,12 @@ class Sam2MedWidget(QWidget):
         self.state = SegmentationState(viewer=napari_viewer)
         self._worker: Any = None
         self._slices_done = 0
+        # the checkpoint file in use: (path, model-list text, the architecture it was given)
+        self._checkpoint_entry: tuple[str, str, Any] | None = None
+        self.checkpoint_dialog: CheckpointDialog | None = None
         self._build()
         self._connect_viewer()
+        self._bind_keys()
         self._refresh_models()
         self._refresh_images()
         if model is not None:
@@ -123,6 +192,31 @@ class Sam2MedWidget(QWidget):
         outer.addWidget(scroll)
         root = QVBoxLayout(inner)
 
+        # errors in full: the first line, and every detail one click away
+        self.error_box = QFrame()
+        self.error_box.setFrameShape(QFrame.Shape.StyledPanel)
+        eb = QVBoxLayout(self.error_box)
+        eb.setContentsMargins(4, 2, 4, 2)
+        self.error_label = QLabel("")
+        self.error_label.setWordWrap(True)
+        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_label.setStyleSheet("color: #ff6b6b;")
+        self.error_details = QLabel("")
+        self.error_details.setWordWrap(True)
+        self.error_details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_details_button = QPushButton("Details")
+        self.error_details_button.setCheckable(True)
+        self.error_close_button = QPushButton("Dismiss")
+        row = QHBoxLayout()
+        row.addWidget(self.error_details_button)
+        row.addWidget(self.error_close_button)
+        eb.addWidget(self.error_label)
+        eb.addWidget(self.error_details)
+        eb.addLayout(row)
+        self.error_box.hide()
+        self.error_details.hide()
+        root.addWidget(self.error_box)
+
         model_box = QGroupBox("Model")
         mf = QFormLayout(model_box)
         self.model_combo = QComboBox()
@@ -136,18 +230,15 @@ class Sam2MedWidget(QWidget):
         self.load_button = QPushButton("Load model")
         self.import_button = QPushButton("Import file…")
         self.import_button.setToolTip(
-            "load a local SAM 2 / SAM 2.1 / MedSAM2 checkpoint (.pt); for a registered model "
-            "it is checked and copied into the weight cache"
+            "load a local SAM 2 / SAM 2.1 / MedSAM2 checkpoint (.pt) and choose its "
+            "architecture; a published checkpoint is recognised by its checksum"
         )
-        self.model_info = QLabel("")
-        self.model_info.setWordWrap(True)
         self.model_status = QLabel("no model loaded")
         self.model_status.setWordWrap(True)
         row = QHBoxLayout()
         row.addWidget(self.load_button)
         row.addWidget(self.import_button)
         mf.addRow("model", self.model_combo)
-        mf.addRow(self.model_info)
         mf.addRow("device", self.device_combo)
         mf.addRow(row)
         mf.addRow(self.model_status)
@@ -158,14 +249,25 @@ class Sam2MedWidget(QWidget):
         self.image_combo = QComboBox()
         self.axis_combo = QComboBox()
         self.axis_combo.addItems(AXES)
+        self.axis_combo.setToolTip(
+            "the plane of the slices the model propagates through; changing it starts a new "
+            "session (asked first); the segmentation stays"
+        )
+        self.view_combo = QComboBox()
+        self.view_combo.addItems(AXES)
+        self.view_combo.setToolTip("the plane shown; changes nothing in the session")
         self.window_combo = QComboBox()
         self.window_combo.addItems(["auto", *_ct_window_names(), "dicom", "percentile"])
         self.window_combo.setToolTip(
             "intensity the model sees (and the display shows): auto = CT soft tissue or MR "
             "percentiles; CT presets in HU; dicom = the window stored in the file"
         )
+        row = QHBoxLayout()
+        row.addWidget(self.axis_combo)
+        row.addWidget(QLabel("view"))
+        row.addWidget(self.view_combo)
         imf.addRow("image", self.image_combo)
-        imf.addRow("axis", self.axis_combo)
+        imf.addRow("propagate", row)
         imf.addRow("window", self.window_combo)
         root.addWidget(image_box)
 
@@ -192,6 +294,19 @@ class Sam2MedWidget(QWidget):
             "rectangle in 'sam2 box prompts', or paint the slice in the segmentation layer "
             "and press 'Use painted slice'."
         )
+        self.positive_button = QPushButton(f"+ point [{TOOL_KEYS['positive'].upper()}]")
+        self.negative_button = QPushButton(f"− point [{TOOL_KEYS['negative'].upper()}]")
+        self.box_button = QPushButton(f"box [{TOOL_KEYS['box'].upper()}]")
+        self.positive_button.setToolTip("click on the structure (keyboard: Q)")
+        self.negative_button.setToolTip("click outside the structure (keyboard: W)")
+        self.box_button.setToolTip("drag a rectangle around the structure (keyboard: R)")
+        self.tool_group = QButtonGroup(self)
+        row = QHBoxLayout()
+        for b in (self.positive_button, self.negative_button, self.box_button):
+            b.setCheckable(True)
+            self.tool_group.addButton(b)
+            row.addWidget(b)
+        sf.addLayout(row)
         self.segment_button = QPushButton("Segment slice")
         self.mask_button = QPushButton("Painted → mask")
         self.mask_button.setToolTip(
@@ -226,7 +341,7 @@ class Sam2MedWidget(QWidget):
         self.review_summary = QLabel("no results yet")
         self.review_summary.setWordWrap(True)
         self.review_list = QListWidget()
-        self.review_list.setMaximumHeight(100)
+        self.review_list.setMaximumHeight(80)
         self.next_suspicious_button = QPushButton("Next suspicious slice")
         self.next_suspicious_button.setToolTip(
             "low object score, or an area change of more than half from the previous slice"
@@ -237,24 +352,33 @@ class Sam2MedWidget(QWidget):
         root.addWidget(review_box)
 
         export_box = QGroupBox("Export")
-        ef = QVBoxLayout(export_box)
+        ef = QHBoxLayout(export_box)
         self.seg_checkbox = QCheckBox("also DICOM SEG")
         self.seg_checkbox.setToolTip("for images read from DICOM: <name>_seg.dcm next to the NIfTI")
         self.export_button = QPushButton("Export mask…")
-        ef.addWidget(self.seg_checkbox)
         ef.addWidget(self.export_button)
+        ef.addWidget(self.seg_checkbox)
         root.addWidget(export_box)
+        # volume / RECIST per object, RECIST lines, RTSTRUCT and report (_measure_panel.py)
+        self.measure_panel = MeasurePanel(self)
+        root.addWidget(self.measure_panel)
         root.addStretch(1)
         # vertical scrolling only: the dock is as wide as the controls need
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        bar = scroll.verticalScrollBar().sizeHint().width()
-        scroll.setMinimumWidth(inner.minimumSizeHint().width() + bar)
+        self._scroll, self._inner = scroll, inner
+        self._fit_width()
 
         self.model_combo.currentIndexChanged.connect(self._on_model_selected)
         self.load_button.clicked.connect(self._on_load_clicked)
         self.import_button.clicked.connect(self._on_import_clicked)
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.axis_combo.currentTextChanged.connect(self._on_axis_changed)
+        self.view_combo.currentTextChanged.connect(self._on_view_changed)
+        self.positive_button.clicked.connect(lambda: self.use_tool("positive"))
+        self.negative_button.clicked.connect(lambda: self.use_tool("negative"))
+        self.box_button.clicked.connect(lambda: self.use_tool("box"))
+        self.error_details_button.toggled.connect(self.error_details.setVisible)
+        self.error_close_button.clicked.connect(self.clear_error)
         self.window_combo.currentTextChanged.connect(self._on_window_changed)
         self.device_combo.currentTextChanged.connect(self._on_device_changed)
         self.add_object_button.clicked.connect(lambda: self.add_object(self.object_name.text()))
@@ -272,10 +396,95 @@ class Sam2MedWidget(QWidget):
         self.export_button.clicked.connect(self._on_export_clicked)
         self._update_enabled()
 
+    def _fit_width(self) -> None:
+        """The dock is as wide as the controls need (never clipped: there is no horizontal
+        scrolling). Measured again when shown, once napari's stylesheet sets the fonts."""
+        bar = self._scroll.verticalScrollBar().sizeHint().width()
+        self._scroll.setMinimumWidth(self._inner.minimumSizeHint().width() + bar)
+
+    def showEvent(self, event: Any) -> None:
+        """Fit the width to the styled controls when the dock appears."""
+        super().showEvent(event)
+        self._fit_width()
+
     def _connect_viewer(self) -> None:
         events = self.viewer.layers.events
         events.inserted.connect(self._refresh_images)
         events.removed.connect(self._refresh_images)
+        self.viewer.layers.selection.events.active.connect(self._sync_tool_buttons)
+
+    def _bind_keys(self) -> None:
+        """Q, W, R switch to positive points, negative points, box (free keys in every napari
+        layer's keymap, so they work whichever layer is active)."""
+        for tool, key in TOOL_KEYS.items():
+
+            def handler(viewer: Any, tool: str = tool) -> None:
+                self.use_tool(tool)
+
+            self.viewer.bind_key(key, handler, overwrite=True)
+
+    def _unbind_keys(self) -> None:
+        for key in TOOL_KEYS.values():
+            with contextlib.suppress(Exception):
+                self.viewer.bind_key(key, None)
+
+    # --------------------------------------------------------------------------- prompt tools
+    def use_tool(self, tool: str) -> bool:
+        """Make the prompt layer of ``tool`` (``"positive"``, ``"negative"``, ``"box"``) the
+        active layer, ready to click or drag. Returns False without an image."""
+        from ._state import BOX_LAYER, NEGATIVE_LAYER, POSITIVE_LAYER
+
+        if self.state.volume is None:
+            self._show_error("no image: open a CT/MR volume first")
+            return False
+        if self.state.current_label is None or self.state.current_label not in self.state.objects:
+            self.add_object(activate=False)
+        self.state.ensure_layers()
+        self.state.update_prompt_display()
+        name, mode = {
+            "positive": (POSITIVE_LAYER, "add"),
+            "negative": (NEGATIVE_LAYER, "add"),
+            "box": (BOX_LAYER, "add_rectangle"),
+        }[tool]
+        layer = self.viewer.layers[name]
+        self.viewer.layers.selection.active = layer
+        layer.mode = mode
+        self._sync_tool_buttons()
+        return True
+
+    def _sync_tool_buttons(self, *_: Any) -> None:
+        from ._state import BOX_LAYER, NEGATIVE_LAYER, POSITIVE_LAYER
+
+        active = self.viewer.layers.selection.active
+        name = getattr(active, "name", None)
+        button = {
+            POSITIVE_LAYER: self.positive_button,
+            NEGATIVE_LAYER: self.negative_button,
+            BOX_LAYER: self.box_button,
+        }.get(name)
+        self.tool_group.setExclusive(False)
+        for b in (self.positive_button, self.negative_button, self.box_button):
+            b.setChecked(b is button)
+        self.tool_group.setExclusive(True)
+
+    # -------------------------------------------------------------------------------- errors
+    def _show_error(self, message: str) -> None:
+        """Show an error in full: a notification, and in the dock its first line with the rest
+        behind "Details"."""
+        head, _, rest = message.strip().partition("\n")
+        self.error_label.setText(head)
+        self.error_details.setText(rest.strip() or head)
+        self.error_details_button.setChecked(False)
+        self.error_details_button.setVisible(bool(rest.strip()))
+        self.error_details.hide()
+        self.error_box.show()
+        _notify_error(message)
+
+    def clear_error(self) -> None:
+        """Hide the error panel."""
+        self.error_box.hide()
+        self.error_label.setText("")
+        self.error_details.setText("")
 
     # ------------------------------------------------------------------------- public state
     @property
@@ -303,10 +512,13 @@ class Sam2MedWidget(QWidget):
             b.setEnabled(not busy)
         for w in (self.image_combo, self.axis_combo, self.window_combo, self.device_combo):
             w.setEnabled(not busy)
+        for b in (self.positive_button, self.negative_button, self.box_button):
+            b.setEnabled(self.state.volume is not None)
         self.cancel_button.setEnabled(busy)
         self.seg_checkbox.setEnabled(
             self.state.volume is not None and self.state.volume.provenance.format == "dicom"
         )
+        self.measure_panel.update_enabled(busy)
 
     # ------------------------------------------------------------------------------ models
     def _refresh_models(self) -> None:
@@ -316,6 +528,10 @@ class Sam2MedWidget(QWidget):
         except Exception as err:  # torch/transformers missing or broken: say so, keep the UI
             _notify_error(f"models unavailable: {_describe_error(err)}")
             choices = []
+        if self._checkpoint_entry is not None:  # the checkpoint file in use, before "custom…"
+            path, text, _ = self._checkpoint_entry
+            tip = f"{path}\nlicence: that of whoever published the file"
+            choices.insert(len(choices) - 1, (CHECKPOINT_PREFIX + path, text, tip))
         for i, (name, text, licence) in enumerate(choices):
             self.model_combo.addItem(text, name)
             self.model_combo.setItemData(i, licence, Qt.ItemDataRole.ToolTipRole)
@@ -323,18 +539,37 @@ class Sam2MedWidget(QWidget):
 
     def _on_model_selected(self, index: int) -> None:
         text = self.model_combo.itemText(index) if index >= 0 else ""
-        self.model_info.setText(text.replace(" | ", "\n", 1) if text else "")
+        self.model_combo.setToolTip(text.replace(" | ", "\n"))
 
-    def set_model(self, model: Any) -> None:
-        """Use an already loaded model (a :class:`~sam2_med.models.LoadedModel`)."""
+    def set_model(self, model: Any, *, checkpoint: str | os.PathLike[str] | None = None) -> None:
+        """Use an already loaded model (a :class:`~sam2_med.models.LoadedModel`).
+
+        Parameters
+        ----------
+        model : LoadedModel
+        checkpoint : path-like, optional
+            The file it was loaded from: the model list then shows that file, selected, and
+            the status says whether it is a published checkpoint.
+        """
         self.state.set_model(model)
         selected = self.model_combo.currentIndex()
+        if checkpoint is not None:
+            text = _checkpoint_text(Path(checkpoint), model)
+            self._checkpoint_entry = (os.fspath(checkpoint), text, None)
         self._refresh_models()  # an import may have put weights in the cache
+        if checkpoint is not None:
+            selected = self.model_combo.findData(CHECKPOINT_PREFIX + os.fspath(checkpoint))
         self.model_combo.setCurrentIndex(max(0, min(selected, self.model_combo.count() - 1)))
-        self.model_status.setText(
-            f"loaded: {model.name}, {model.image_size} px, {getattr(model, 'device', 'cpu')}; "
-            f"licence: {getattr(model, 'licence', '?')}"
-        )
+        licence = str(getattr(model, "licence", "?"))
+        device = getattr(model, "device", "cpu")
+        if checkpoint is not None:
+            status = _checkpoint_status(Path(checkpoint), model)
+        else:
+            status = f"loaded: {model.name}, {model.image_size} px, {device}"
+        short = "its publisher's" if licence.startswith("unknown") else _first_sentence(licence)
+        self.model_status.setText(f"{status}; licence: {short}")
+        self.model_status.setToolTip(f"licence: {licence}")
+        self.clear_error()
         self._update_enabled()
 
     def _on_device_changed(self, device: str) -> None:
@@ -344,6 +579,11 @@ class Sam2MedWidget(QWidget):
         name = self.model_combo.currentData()
         if not name:
             self._on_import_clicked()
+            return
+        if str(name).startswith(CHECKPOINT_PREFIX):  # reload it, with the architecture it had
+            path = str(name)[len(CHECKPOINT_PREFIX) :]
+            entry = self._checkpoint_entry
+            self.import_checkpoint(path, arch=entry[2] if entry and entry[0] == path else None)
             return
         self.load_model(name)
 
@@ -383,14 +623,20 @@ class Sam2MedWidget(QWidget):
         )
 
     def _on_import_clicked(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self,
-            "Import a SAM 2 / MedSAM2 checkpoint",
-            "",
-            "Checkpoints (*.pt *.pth *.safetensors)",
-        )
-        if path:
-            self.import_checkpoint(path, name=self.model_combo.currentData())
+        """Open the checkpoint dialog (file and architecture); loading starts on OK."""
+        dialog = CheckpointDialog(self)
+
+        def accepted() -> None:
+            try:
+                arch = dialog.architecture()
+            except Exception as err:  # an unreadable architecture JSON
+                self._show_error(_describe_error(err))
+                return
+            self.import_checkpoint(dialog.path(), arch=arch)
+
+        dialog.accepted.connect(accepted)
+        self.checkpoint_dialog = dialog
+        dialog.open()
 
     def import_checkpoint(
         self, path: str | os.PathLike[str], *, name: str | None = None, arch: Any = None
@@ -406,30 +652,52 @@ class Sam2MedWidget(QWidget):
             (:func:`sam2_med.models.import_weights` checks its published checksum) and loaded
             from there, so next time it is "cached". A file that fails the checksum (a
             fine-tune) is loaded straight from the file with that model's architecture.
-        arch : dict, optional
-            Architecture of a non-registered checkpoint (``load_model(arch=...)``); without
-            ``name`` and ``arch`` the architecture is recognised from the weights.
+        arch : str or dict, optional
+            The architecture of a file that is not a published checkpoint: a registered model
+            name (``"medsam2"``) or architecture keys (``load_model(arch=...)``). Without
+            ``name`` and ``arch`` a published file is recognised by its checksum, any other
+            file gets the architecture of the registered model it fits; the status line says
+            which, and whether the file is a published checkpoint.
         """
         path = os.fspath(path)
         device = self.state.device
 
         def job() -> Any:
-            from ..models import ChecksumError, get_spec, import_weights, load_model
+            import warnings
 
-            if name and arch is None:
-                try:
-                    import_weights(path, name)
-                except ChecksumError:
-                    spec = get_spec(name)
-                    return load_model(checkpoint=path, arch=spec.arch_dict(), device=device)
-                return load_model(name, device=device)
-            return load_model(checkpoint=path, arch=arch, device=device)
+            from ..errors import Sam2MedError, Sam2MedWarning
+            from ..models import CheckpointError, ChecksumError, import_weights, load_model
+
+            try:
+                with warnings.catch_warnings():  # the status line says what was assumed
+                    warnings.simplefilter("ignore", Sam2MedWarning)
+                    if name and arch is None:
+                        try:
+                            import_weights(path, name)
+                        except ChecksumError:
+                            return load_model(checkpoint=path, arch=name, device=device)
+                        return load_model(name, device=device)
+                    return load_model(checkpoint=path, arch=arch, device=device)
+            except CheckpointError as err:
+                if "architecture" not in err.problem:
+                    raise
+                what = err.problem.split("; ")[0]
+                raise Sam2MedError(
+                    f"{what}; choose its architecture in 'Import file…' (a registered model, "
+                    "or an architecture JSON file)",
+                    err.path,
+                ) from None
+
+        def loaded(model: Any) -> None:
+            self.set_model(model, checkpoint=path)
+            if self._checkpoint_entry is not None:
+                self._checkpoint_entry = (*self._checkpoint_entry[:2], arch)
 
         self.model_status.setText("loading the checkpoint…")
         self._run(
             job,
             generator=False,
-            on_return=self.set_model,
+            on_return=loaded,
             on_fail=self._model_load_failed,
             what="loading the checkpoint",
         )
@@ -470,7 +738,7 @@ class Sam2MedWidget(QWidget):
         try:
             self.state.set_image(layer)
         except Exception as err:
-            _notify_error(_describe_error(err))
+            self._show_error(_describe_error(err))
             self.state.set_image(None)
         if self.state.volume is not None:
             self.state.show_axis()
@@ -478,19 +746,48 @@ class Sam2MedWidget(QWidget):
         self._update_enabled()
 
     def _on_axis_changed(self, axis: str) -> None:
-        if self.state.session is not None:
-            _notify_warning(
-                f"slicing {axis} starts a new session: prompt again; the current segmentation "
-                "stays in the layer until the next propagation replaces it"
+        """A new propagation axis starts a new session: asked first when the current one holds
+        work (anchors); "No" keeps everything as it was. The segmentation always stays."""
+        old = self.state.axis
+        if axis == old:
+            return
+        session = self.state.session
+        has_work = session is not None and any(
+            self.state.anchors(label) for label in self.state.objects
+        )
+        if has_work:
+            answer = QMessageBox.question(
+                self,
+                "Change the propagation axis?",
+                f"Propagating through {axis} slices starts a new session: the prompts, anchors "
+                f"and undo history of the current {old} session are discarded. The "
+                "segmentation in the layer stays, and each object keeps it until you prompt "
+                "that object again.\n\nStart a new session?",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                QMessageBox.StandardButton.No,
             )
+            if answer != QMessageBox.StandardButton.Yes:
+                self.axis_combo.blockSignals(True)
+                self.axis_combo.setCurrentText(old)
+                self.axis_combo.blockSignals(False)
+                return
         self.state.axis = axis
-        self.state.reset_session()
+        self.state.reset_session(keep_labels=True)
+        if self.state.volume is not None:
+            self.view_combo.setCurrentText(axis)  # show the slices now propagated through
+            self.state.show_axis()
+        self._refresh_objects()
+        self.refresh_review()
+
+    def _on_view_changed(self, plane: str) -> None:
+        """Show another plane; the session (prompts, anchors, undo, resume) is untouched."""
+        self.state.view = plane
         if self.state.volume is not None:
             self.state.show_axis()
 
     def _on_window_changed(self, window: str) -> None:
         self.state.window = window
-        self.state.reset_session()
+        self.state.reset_session(keep_labels=True)  # a new session; the segmentation stays
         self._apply_window()
 
     def _apply_window(self) -> None:
@@ -501,29 +798,62 @@ class Sam2MedWidget(QWidget):
         try:
             limits = display_limits(vol, self.state.window)
         except ValueError as err:  # e.g. "dicom" on an image without a stored window
-            _notify_error(_describe_error(err))
+            self._show_error(_describe_error(err))
             return
         layer.contrast_limits = list(limits)
 
     # ----------------------------------------------------------------------------- objects
-    def add_object(self, name: str | None = None) -> int:
-        """Add an object (structure) and make it current; returns its label value."""
+    def add_object(self, name: str | None = None, *, activate: bool = True) -> int:
+        """Add an object (structure) and make it current; returns its label value.
+
+        With an image open, the prompt layers exist afterwards and (``activate``) the positive
+        points layer is active in add mode: the next click on the image is a prompt.
+        """
         entry = self.state.add_object((name or "").strip() or None)
         self.object_name.clear()
+        if self.state.volume is not None:
+            self.state.ensure_layers()
+            self.state.update_prompt_display()
         self._refresh_objects()
+        if activate and self.state.volume is not None:
+            self.use_tool("positive")
         return entry.label
 
     def _on_remove_clicked(self) -> None:
+        """Remove the current object after the user confirms, told how many voxels go."""
         label = self.state.current_label
-        if label is not None:
-            self.state.remove_object(label)
-            self._refresh_objects()
+        if label is None or label not in self.state.objects:
+            return
+        entry = self.state.objects[label]
+        arr = self.state.labels_array
+        voxels = int(np.count_nonzero(arr == label)) if arr is not None else 0
+        anchors = self.state.anchors(label)
+        answer = QMessageBox.question(
+            self,
+            "Remove object?",
+            f"Remove {entry.name!r} (label {label})?\n\nIts {voxels:,} voxels are cleared from "
+            f"the segmentation, and its prompts{' and ' + str(len(anchors)) + ' anchor slices' if anchors else ''} "
+            "are dropped. This cannot be undone.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        self.state.remove_object(label)
+        self._refresh_objects()
+        self.refresh_review()
 
     def _refresh_objects(self) -> None:
         self.object_list.blockSignals(True)
         self.object_list.clear()
         for entry in self.state.objects.values():
-            item = QListWidgetItem(f"● {entry.name}  (label {entry.label})")
+            text = f"● {entry.name}  (label {entry.label})"
+            anchors = self.state.anchors(entry.label)
+            if anchors and self.state.volume is not None:
+                numbers = sorted(self.state.slider_number(k) for k in anchors)
+                text += f"  anchors: {', '.join(map(str, numbers))}"
+            item = QListWidgetItem(text)
+            item.setToolTip("anchors: the prompted slices, numbered as napari's slider shows them")
             item.setData(Qt.ItemDataRole.UserRole, entry.label)
             rgba = self.state.colour_of(entry.label)
             if rgba is not None:
@@ -532,14 +862,16 @@ class Sam2MedWidget(QWidget):
             if entry.label == self.state.current_label:
                 self.object_list.setCurrentItem(item)
         self.object_list.blockSignals(False)
+        self.measure_panel.decorate(self.object_list)
         self._select_label(self.state.current_label)
 
     def _on_object_selected(self, row: int) -> None:
         item = self.object_list.item(row)
         if item is not None:
-            self.state.current_label = int(item.data(Qt.ItemDataRole.UserRole))
+            self.state.set_current(int(item.data(Qt.ItemDataRole.UserRole)))
             self._select_label(self.state.current_label)
             self.refresh_review()
+            self.measure_panel.show_current()
 
     def _select_label(self, label: int | None) -> None:
         if label is not None and self.state.labels_layer is not None:
@@ -547,7 +879,7 @@ class Sam2MedWidget(QWidget):
 
     def _current_label(self) -> int:
         if self.state.current_label is None or self.state.current_label not in self.state.objects:
-            self.add_object()
+            self.add_object(activate=False)
         return int(self.state.current_label)  # type: ignore[arg-type]
 
     # --------------------------------------------------------------------------- segmenting
@@ -569,13 +901,14 @@ class Sam2MedWidget(QWidget):
         try:
             session, label = self._prepare()
         except Exception as err:
-            _notify_error(_describe_error(err))
+            self._show_error(_describe_error(err))
             return False
         prompts = self.state.collect_prompts()
         if not prompts:
             _notify_warning("add points or a box on a slice first")
+            self.use_tool("positive")
             return False
-        self.state.clear_prompts()
+        self.state.mark_prompts_sent()  # they stay on screen, and are not sent twice
 
         def job() -> Iterator[Any]:
             yield from _send_prompts(session, label, prompts)
@@ -588,7 +921,7 @@ class Sam2MedWidget(QWidget):
         try:
             session, label = self._prepare()
         except Exception as err:
-            _notify_error(_describe_error(err))
+            self._show_error(_describe_error(err))
             return False
         k = self.state.current_slice()
         mask = self.state.painted_mask(k, label)
@@ -609,7 +942,7 @@ class Sam2MedWidget(QWidget):
         try:
             session = self.state.ensure_session()
         except Exception as err:
-            _notify_error(_describe_error(err))
+            self._show_error(_describe_error(err))
             return False
         return self._propagate_with(session, [])
 
@@ -618,10 +951,10 @@ class Sam2MedWidget(QWidget):
         try:
             session, label = self._prepare()
         except Exception as err:
-            _notify_error(_describe_error(err))
+            self._show_error(_describe_error(err))
             return False
         prompts = self.state.collect_prompts()
-        self.state.clear_prompts()
+        self.state.mark_prompts_sent()
         return self._propagate_with(session, prompts, label)
 
     def _propagate_with(self, session: Any, prompts: list[Any], label: int | None = None) -> bool:
@@ -672,6 +1005,7 @@ class Sam2MedWidget(QWidget):
         """Closing the dock stops a running propagation at the next slice."""
         if self.state.busy:
             self.cancel()
+        self._unbind_keys()
         super().closeEvent(event)
 
     # ------------------------------------------------------------------------------ worker
@@ -716,7 +1050,7 @@ class Sam2MedWidget(QWidget):
 
         def on_error(err: BaseException) -> None:
             failed.append(err)
-            _notify_error(f"{what} failed: {_describe_error(err)}")
+            self._show_error(f"{what} failed: {_describe_error(err)}")
 
         def on_returned(value: Any) -> None:
             if on_return is not None and value is not None:
@@ -727,8 +1061,11 @@ class Sam2MedWidget(QWidget):
                 if sync and not failed:
                     self.state.sync_from_session()
                 self.refresh_review()
+                self._refresh_objects()  # anchors
+                if generator or sync:  # the labels changed: measure them again
+                    self.measure_panel.refresh()
             except Exception as err:  # never let a callback take the viewer down
-                _notify_error(_describe_error(err))
+                self._show_error(_describe_error(err))
             cancelled = self.state.cancel_event.is_set()
             self.status.setText(
                 f"{what}: failed"
@@ -739,6 +1076,9 @@ class Sam2MedWidget(QWidget):
             )
             if not failed and not cancelled and total:
                 self.progress.setValue(total)
+            if not total:  # leave the busy animation: a finished (or failed) one-step job
+                self.progress.setRange(0, 1)
+                self.progress.setValue(0 if failed else 1)
             if failed and on_fail is not None:
                 on_fail()
             self._worker = None
@@ -769,13 +1109,19 @@ class Sam2MedWidget(QWidget):
         sus = set(self.state.suspicious_slices(label))
         finite = np.isfinite(scores[done])
         low = done[finite][np.argmin(scores[done][finite])] if finite.any() else None
-        text = f"{len(done)} slices segmented ({done.min()}–{done.max()}); {len(sus)} suspicious"
+        # slice numbers as napari's slider shows them (voxel index k in brackets: they differ
+        # when the slices are stored against the slider's direction)
+        number = {int(k): self.state.slider_number(int(k)) for k in done}
+        lo, hi = min(number.values()), max(number.values())
+        text = f"{len(done)} slices segmented ({lo}–{hi}); {len(sus)} suspicious"
         if low is not None:
-            text += f"; lowest score {scores[low]:.2f} at slice {low}"
+            text += f"; lowest score {scores[low]:.2f} at slice {number[int(low)]}"
         self.review_summary.setText(text)
-        for k in done:
+        for k in sorted(done, key=lambda k: number[int(k)]):
             flag = "⚠ " if k in sus else "   "
-            item = QListWidgetItem(f"{flag}slice {k}: score {scores[k]:.2f}, area {areas[k]} px")
+            item = QListWidgetItem(
+                f"{flag}slice {number[int(k)]} (k={k}): score {scores[k]:.2f}, area {areas[k]} px"
+            )
             item.setData(Qt.ItemDataRole.UserRole, int(k))
             self.review_list.addItem(item)
 
@@ -801,6 +1147,9 @@ class Sam2MedWidget(QWidget):
 
     # ------------------------------------------------------------------------------ export
     def _on_export_clicked(self) -> None:
+        if self.state.volume is None or self.state.labels_array is None:
+            self._show_error("nothing to export yet: segment or paint an object first")
+            return
         path, _ = QFileDialog.getSaveFileName(
             self,
             "Export mask on the image grid",
@@ -812,23 +1161,31 @@ class Sam2MedWidget(QWidget):
             return
         if not path.lower().endswith((".nii.gz", ".nii")):
             path += ".nii.gz"
-        existing = [p for p in self._export_targets(path) if Path(p).exists()]
+        existing = [(p, what) for p, what in self._export_targets(path) if Path(p).exists()]
         overwrite = False
         if existing:
             answer = QMessageBox.question(
                 self,
                 "Replace files?",
-                "These files exist:\n" + "\n".join(existing) + "\nReplace them?",
+                "These files exist and would be replaced:\n"
+                + "\n".join(f"{p}  ({what})" for p, what in existing)
+                + "\n\nReplace them?",
             )
             if answer != QMessageBox.StandardButton.Yes:
                 return
             overwrite = True
         self.export(path, overwrite=overwrite)
 
-    def _export_targets(self, path: str) -> list[str]:
-        targets = [path]
+    def _export_targets(self, path: str) -> list[tuple[str, str]]:
+        """(path, what it is) of every file an export to ``path`` writes."""
+        from ..io.writers import sidecar_path
+
+        targets = [
+            (path, "the mask"),
+            (str(sidecar_path(Path(path))), "its sidecar: label names and the run record"),
+        ]
         if self.seg_checkbox.isChecked() and self.seg_checkbox.isEnabled():
-            targets.append(_seg_path(path))
+            targets.append((_seg_path(path), "the DICOM SEG"))
         return targets
 
     def export(
@@ -849,13 +1206,12 @@ class Sam2MedWidget(QWidget):
         dicom_seg : bool, optional
             Also write ``<name>_seg.dcm`` (DICOM sources only). Defaults to the checkbox.
         """
-        from ..io import save_dicom_seg, save_mask
-        from ..io.writers import sidecar_path
+        from ..io.writers import save_outputs
         from ..labels import LabelVolume
 
         vol, arr = self.state.volume, self.state.labels_array
         if vol is None or arr is None:
-            _notify_error("nothing to export yet")
+            self._show_error("nothing to export yet: segment or paint an object first")
             return []
         if dicom_seg is None:
             dicom_seg = self.seg_checkbox.isChecked() and self.seg_checkbox.isEnabled()
@@ -867,23 +1223,115 @@ class Sam2MedWidget(QWidget):
         )
         written: list[str] = []
         try:
-            out = save_mask(labels, path, reference=vol, overwrite=overwrite)
-            written.append(str(out))
-            side = sidecar_path(Path(out))
-            if side.exists():
-                written.append(str(side))
-            if dicom_seg:
-                seg = save_dicom_seg(
-                    labels, _seg_path(str(path)), reference=vol, overwrite=overwrite
+            # mask, sidecar and SEG as one unit
+            written = [
+                str(p)
+                for p in save_outputs(
+                    labels,
+                    vol,
+                    mask=path,
+                    dicom_seg=_seg_path(os.fspath(path)) if dicom_seg else None,
+                    overwrite=overwrite,
                 )
-                written.append(str(seg))
+            ]
         except Exception as err:
-            _notify_error(f"export failed: {_describe_error(err)}")
+            self._show_error(f"export failed: {_describe_error(err)}")
         if written:
             self.state.last_export = written
             self.status.setText("exported: " + ", ".join(Path(p).name for p in written))
             _notify_info("exported " + ", ".join(written))
         return written
+
+
+# ------------------------------------------------------------------------- checkpoint dialog
+class CheckpointDialog(QDialog):
+    """Choose a checkpoint file and its architecture.
+
+    The architecture choices: recognise it from the file (a published checkpoint by its
+    SHA-256, any other file by the registered model whose shape it has), a registered model
+    (each with its input size; e.g. medsam2 for a MedSAM2 fine-tune), or an architecture JSON
+    file. The note says what "published" means for the weights.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Load a SAM 2 / MedSAM2 checkpoint")
+        self._json: str | None = None
+        form = QFormLayout(self)
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("a .pt file (Meta SAM 2 / SAM 2.1 / MedSAM2 format)")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.path_edit)
+        row.addWidget(browse)
+        form.addRow("file", row)
+        self.arch_combo = QComboBox()
+        self.arch_combo.addItem("recognise from the file (published checksum, else its shape)", "")
+        try:
+            from ..models import get_spec, list_models
+
+            for name in list_models():
+                spec = get_spec(name)
+                self.arch_combo.addItem(f"{name} ({spec.image_size} px, {spec.licence})", name)
+        except Exception:  # the model list is unavailable: recognition and JSON remain
+            pass
+        self.arch_combo.addItem("architecture JSON file…", "json")
+        self.arch_combo.activated.connect(self._on_arch_chosen)
+        form.addRow("architecture", self.arch_combo)
+        note = QLabel(
+            "A published checkpoint (Meta's SAM 2 / 2.1 files) is recognised by its SHA-256 "
+            "whatever its name, and its weights are verified. Any other file (a fine-tune, "
+            "MedSAM2, a modified file) cannot be verified: it is loaded with the architecture "
+            "chosen here, or the registered model whose shape it has."
+        )
+        note.setWordWrap(True)
+        form.addRow(note)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        self.ok_button = buttons.button(QDialogButtonBox.StandardButton.Ok)
+        self.ok_button.setText("Load")
+        buttons.accepted.connect(self._accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Checkpoint file", "", "Checkpoints (*.pt *.pth *.safetensors);;All files (*)"
+        )
+        if path:
+            self.path_edit.setText(path)
+
+    def _on_arch_chosen(self, index: int) -> None:
+        if self.arch_combo.itemData(index) == "json":
+            path, _ = QFileDialog.getOpenFileName(
+                self, "Architecture JSON", "", "JSON (*.json);;All files (*)"
+            )
+            if path:
+                self._json = path
+                self.arch_combo.setItemText(index, f"architecture JSON: {Path(path).name}")
+            else:
+                self.arch_combo.setCurrentIndex(0)
+
+    def _accept(self) -> None:
+        if not self.path_edit.text().strip():
+            self.path_edit.setFocus()
+            return
+        self.accept()
+
+    def path(self) -> str:
+        """The checkpoint file chosen."""
+        return self.path_edit.text().strip()
+
+    def architecture(self) -> Any:
+        """``None`` (recognise), a registered model name, or the dict of the JSON file."""
+        data = self.arch_combo.currentData()
+        if data == "json" and self._json:
+            from ..api import read_arch
+
+            return read_arch(self._json)
+        return data or None
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -936,8 +1384,6 @@ def _model_choices() -> list[tuple[str | None, str, str]]:
         spec = get_spec(name)
         status = cached.get(name)
         weights = f"weights: {status}" if status else "weights: not downloaded"
-        if spec.package_file:
-            weights = "weights: shipped"
         text = f"{name} | {spec.size}, {spec.image_size} px | {spec.licence} | {weights}"
         out.append((name, text, spec.licence_text))
     out.append((None, "custom checkpoint file…", "the licence of whoever published the file"))

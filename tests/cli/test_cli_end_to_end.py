@@ -412,8 +412,9 @@ def phantom(tmp_path_factory):
 
 
 def test_readme_command_without_weights_fails_fast(cli, tmp_path, phantom):
-    """The command for real scans (the default model, SAM 2.1) with no cached weights: one line
-    saying how to import a checkpoint, exit code 2, within seconds, nothing written."""
+    """The command for real scans (the default model, SAM 2.1) with no cached weights: an error
+    line and a few lines saying how to import a checkpoint, exit code 2, within seconds, nothing
+    written."""
     import time
 
     prompts = tmp_path / "phantom_prompts.json"
@@ -431,8 +432,11 @@ def test_readme_command_without_weights_fails_fast(cli, tmp_path, phantom):
     code, _, err = cli("segment", phantom["image"], "--prompts", prompts, "--out", out)
     assert time.monotonic() - start < 30
     assert code == 2
-    (line,) = err.strip().splitlines()
-    assert "sam2-med weights import sam2.1_hiera_tiny.pt --model sam2.1_hiera_tiny" in line
+    first, *recipe = err.strip().splitlines()
+    assert first.startswith("sam2-med: error: ")
+    assert "sam2-med weights import sam2.1_hiera_tiny.pt --model sam2.1_hiera_tiny" in "\n".join(
+        recipe
+    )
     assert not out.exists()
 
 

@@ -93,3 +93,46 @@ def test_weights_import_list_verify_roundtrip(cli, tmp_path):
         fh.write(b"\x00\x01\x02")
     code, out, err = cli("weights", "verify", "--cache-dir", cache)
     assert code == 2 and "changed since recorded" in out and "failed verification" in err
+
+
+def test_offline_weights_message_is_short_lines_with_direct_links(cli, tmp_path):
+    """Item 15: a few short lines (not one 800-character line), direct download links (no
+    ``/blob/`` web page), the exact file the import creates, and the --checkpoint alternative."""
+    image = tmp_path / "img.nii.gz"
+    import nibabel as nib
+    import numpy as np
+
+    nib.Nifti1Image(np.zeros((8, 8, 8), np.int16), np.eye(4)).to_filename(image)
+    code, _, err = cli("segment", image, "--point", "4,4,4", "--out", tmp_path / "m.nii.gz")
+    assert code == 2
+    start = next(i for i, ln in enumerate(err.splitlines()) if ln.startswith("sam2-med: error:"))
+    msg = err.splitlines()[start:]
+    assert 3 <= len(msg) <= 9, msg
+    assert all(len(ln) <= 160 for ln in msg), msg
+    text = "\n".join(msg)
+    assert "/blob/" not in text
+    assert (
+        "https://huggingface.co/facebook/sam2.1-hiera-tiny/resolve/main/sam2.1_hiera_tiny.pt"
+        in (text)
+    )
+    assert "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt" in text
+    from sam2_med.models import default_cache_dir
+
+    target = default_cache_dir() / "sam2.1_hiera_tiny" / "sam2.1_hiera_tiny.pt"
+    assert str(target) in text
+    assert "sam2-med weights import sam2.1_hiera_tiny.pt --model sam2.1_hiera_tiny" in text
+    assert "--checkpoint" in text
+
+
+def test_failed_import_leaves_no_empty_cache_folders(cli, tmp_path, tiny_checkpoint):
+    ckpt, _ = tiny_checkpoint
+    cache = tmp_path / "new" / "cache"
+    code, _, err = cli(
+        "weights", "import", ckpt, "--model", "sam2.1_hiera_tiny", "--cache-dir", cache
+    )
+    assert code == 2 and "sha256" in err
+    assert not (tmp_path / "new").exists()
+    cache.mkdir(parents=True)
+    code, _, err = cli("weights", "import", ckpt, "--model", "medsam2", "--cache-dir", cache)
+    assert code == 2
+    assert list(cache.iterdir()) == []  # the existing cache stays, no model folder is left

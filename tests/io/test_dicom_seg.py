@@ -24,7 +24,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from sam2_med import Provenance, SourceFrame, Volume
 from sam2_med.geometry import lps_to_ras
 from sam2_med.io import MaskWriteError, OutputExistsError, load_volume, save_dicom_seg
-from tests.conftest import shared_path
+from tests.conftest import dciodvfy_errors, shared_path
 
 ROWS, COLS, N_SLICES = 12, 10, 6
 ROW_DIR = np.array([np.cos(0.3), np.sin(0.3), 0.0])  # IOP[0:3]: direction of increasing column
@@ -146,6 +146,7 @@ def test_seg_frames_land_on_their_source_instances(tmp_path, gz):
                          label_names={2: "liver", 5: "spleen"})  # fmt: skip
 
     seg = _assert_seg_matches(out, ref, labels, [2, 5])
+    assert dciodvfy_errors(out) == []
     assert [seg.get_segment_description(n).segment_label for n in (1, 2)] == ["liver", "spleen"]
     assert seg.StudyInstanceUID == ref.provenance.study_uid
     assert seg.FrameOfReferenceUID == ref.provenance.frame_of_reference_uid
@@ -214,6 +215,7 @@ def test_seg_for_ct_siemens_j2k(tmp_path):
     out = save_dicom_seg(labels, tmp_path / "seg.dcm", reference=ref,
                          label_names={v: names[v] for v in organs})  # fmt: skip
     seg = _assert_seg_matches(out, ref, labels, organs)
+    assert dciodvfy_errors(out) == []
     assert [seg.get_segment_description(n).segment_label for n in range(1, len(organs) + 1)] == [
         names[v] for v in organs
     ]
@@ -236,6 +238,7 @@ def test_seg_for_gzip_and_multiframe_sources(tmp_path, series):
     ref = load_volume(shared_path("dicom", *series.split("/")))
     labels = _random_labels(ref.shape, seed=4)
     out = save_dicom_seg(labels, tmp_path / "seg.dcm", reference=ref)
+    assert dciodvfy_errors(out) == []
     frames = ref.provenance.source_frames
     if frames[0].frame is None:
         _assert_seg_matches(out, ref, labels, [2, 5])

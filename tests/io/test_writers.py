@@ -112,7 +112,7 @@ def test_overwrite_refused_then_allowed(ref, tmp_path):
 
 def test_an_existing_sidecar_alone_blocks_the_write(ref, tmp_path):
     (tmp_path / "m.json").write_text("{}")
-    with pytest.raises(OutputExistsError):
+    with pytest.raises(MaskWriteError, match="not a sam2-med sidecar"):
         save_mask(_labels(), tmp_path / "m.nii.gz", reference=ref)
     assert _listing(tmp_path) == ["m.json"]
 

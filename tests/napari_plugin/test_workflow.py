@@ -97,7 +97,10 @@ def test_prompt_propagate_cancel_resume_correct_export(
     assert not errors, errors
     assert widget.slices_done >= 1
     assert (_slice(state.labels_array, k, axis) == label).any()
-    assert not len(viewer.layers[POSITIVE_LAYER].data)  # prompts reached the session
+    # prompts reached the session: they stay on screen, marked sent, and are not sent twice
+    assert len(viewer.layers[POSITIVE_LAYER].data) == 1
+    assert viewer.layers[POSITIVE_LAYER].features["sent"].all()
+    assert state.collect_prompts() == []
 
     # propagate, cancel part-way, resume
     _slow_down(state.session, 0.05)
