@@ -1033,9 +1033,11 @@ def write_random_phantom(
     targets = {k: out / n for k, n in names.items()}
     existing = [p for p in targets.values() if p.exists()]
     if existing and not overwrite:
+        names_found = ", ".join(p.name for p in existing)
         raise OutputExistsError(
-            f"phantom outputs exist ({', '.join(p.name for p in existing)}); pass overwrite=True",
+            f"phantom outputs exist ({names_found}); pass overwrite=True",
             out,
+            cli=f"phantom outputs exist ({names_found}); give --overwrite to replace them",
         )
     volume, labels = make_random_phantom(seed)
     axis_index = axis_index_for(volume, "axial", None)
