@@ -8,8 +8,9 @@ From random weights, with a fixed seed, on an unlimited stream of the project's 
 phantoms (:func:`sam2_med.phantom.make_random_phantom`, training seeds only), through the same
 training loop as ``sam2-med finetune`` (:func:`sam2_med.training.finetune`). At the end the
 weights (Meta's checkpoint format) and their registry record are written to
-``sam2_med/weights/sam2med_demo_phantom.pt`` and ``.json`` (architecture, SHA-256, licence,
-the statement that it knows only synthetic phantoms, and how it was trained).
+``sam2_med/weights/sam2med_demo_phantom.pt`` with its training record (``.json`` beside it), and
+its registry entry ``sam2_med/configs/models/sam2med_demo_phantom.yaml`` (architecture, SHA-256,
+licence, the statement that it knows only synthetic phantoms, and how it was trained).
 
 Expected wall time: see ``EXPECTED_MINUTES`` (a 2-core CPU, two torch threads). The
 run is deterministic given the seed and the machine's floating-point behaviour; another CPU
@@ -67,13 +68,15 @@ ARCH = {
 }
 
 #: The recipe (see the README's "Demo model" section for why these values). The first
-#: ``single_frame_steps`` train prompts alone (clips of one slice, ``batch * clip_length`` objects
-#: per step, four sharing each slice), then clips of four slices with memory.
+#: ``single_frame_steps`` train prompts alone (clips of one slice, ``batch * clip_length`` = 32
+#: objects per step, four sharing each slice), then clips of eight slices with memory, four
+#: objects on the same slices per step. Eight slices, as SAM 2 trains: the evaluation propagates
+#: 10-30 slices from its prompt, and the memory bank holds seven past frames.
 RECIPE = {
     "steps": 4000,
     "single_frame_steps": 2000,
-    "batch": 8,
-    "clip_length": 4,
+    "batch": 4,
+    "clip_length": 8,
     "objects_per_clip": 4,
     "lr": 1e-3,
     "warmup": 100,
@@ -108,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import torch
+    import yaml
 
     from sam2_med.phantom import make_random_phantom, phantom_seed
     from sam2_med.training import (
@@ -157,31 +161,50 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copyfile(chosen, dest)
     rec = json.loads(chosen.with_suffix(".json").read_text(encoding="utf-8"))
     sha = hashlib.sha256(dest.read_bytes()).hexdigest()
+    training = {
+        "command": "python scripts/train_demo_model.py",
+        "seed": SEED,
+        "recipe": {**RECIPE, "loss_weights": WEIGHTS, "prompts": POLICY, "pool": POOL},
+        "steps": rec["step"],
+        "steps_run": result.step,
+        "wall_minutes": round(result.record["wall_seconds"] / 60, 1),
+        "threads": args.threads,
+        "data": rec["data"],
+        "validation": {"phantoms": [c.name for c in val], "dice": rec["metrics"]["val_dice"]},
+        "versions": rec["versions"],
+    }
+    # the training record beside the weights (documentation; the registry reads the YAML)
+    record = {"name": NAME, "file": dest.name, "sha256": sha, "arch": ARCH, "training": training}
+    (weights / f"{NAME}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    # the registry entry: one YAML file like every other model, weights inside the package
+    arch = {k: v for k, v in ARCH.items() if k != "image_size"}
     entry = {
         "name": NAME,
         "family": "sam2-med demo",
         "size": "demo",
-        "file": dest.name,
-        "sha256": sha,
-        "arch": ARCH,
+        "order": 5,
+        "description": (
+            "sam2-med demo: reduced SAM 2.1 (128 px) trained on synthetic phantoms; "
+            "not for clinical images"
+        ),
+        "image_size": ARCH["image_size"],
+        "arch": arch,
+        "weights": {"package_file": f"weights/{dest.name}", "sha256": sha},
         "licence": "Apache-2.0",
-        "licence_text": "Apache-2.0 (trained from scratch by sam2-med; no third-party weights or data).",
-        "statement": STATEMENT,
-        "description": "sam2-med demo: reduced SAM 2.1 (128 px) trained on synthetic phantoms; not for clinical images",
-        "training": {
-            "command": "python scripts/train_demo_model.py",
-            "seed": SEED,
-            "recipe": {**RECIPE, "loss_weights": WEIGHTS, "prompts": POLICY, "pool": POOL},
-            "steps": rec["step"],
-            "steps_run": result.step,
-            "wall_minutes": round(result.record["wall_seconds"] / 60, 1),
-            "threads": args.threads,
-            "data": rec["data"],
-            "validation": {"phantoms": [c.name for c in val], "dice": rec["metrics"]["val_dice"]},
-            "versions": rec["versions"],
-        },
+        "licence_text": f"Apache-2.0 (trained from scratch by sam2-med). {STATEMENT}",
+        "notes": [
+            f"Trained by `python scripts/train_demo_model.py` (seed {SEED}, {rec['step']} steps, "
+            f"{training['wall_minutes']} min on {args.threads} CPU threads); training record: "
+            f"sam2_med/weights/{NAME}.json",
+            STATEMENT,
+        ],
     }
-    (weights / f"{NAME}.json").write_text(json.dumps(entry, indent=1) + "\n", encoding="utf-8")
+    header = (
+        "# The sam2-med demo model, written by scripts/train_demo_model.py (do not edit by hand:\n"
+        "# retrain instead). Schema: sam2_med/models/registry.py (module docstring).\n"
+    )
+    cfg = ROOT / "sam2_med" / "configs" / "models" / f"{NAME}.yaml"
+    cfg.write_text(header + yaml.safe_dump(entry, sort_keys=False, width=100), encoding="utf-8")
     print(f"wrote {dest} ({dest.stat().st_size / 2**20:.2f} MiB, sha256 {sha})")
     return 0
 
