@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         "# retrain instead). Schema: sam2_med/models/registry.py (module docstring).\n"
     )
     cfg = ROOT / "sam2_med" / "configs" / "models" / f"{NAME}.yaml"
-    cfg.write_text(header + yaml.safe_dump(entry, sort_keys=False, width=100), encoding="utf-8")
+    cfg.write_text(header + yaml.safe_dump(entry, sort_keys=False, width=100, default_flow_style=None), encoding="utf-8")
     print(f"wrote {dest} ({dest.stat().st_size / 2**20:.2f} MiB, sha256 {sha})")
     return 0
 
