@@ -13,7 +13,8 @@ What it measures, each in a fresh subprocess so that peak RSS is clean:
   one video tensor, one ``Sam2VideoInferenceSession`` over all frames, a click on the middle
   slice, ``propagate_in_video_iterator`` forward then in reverse.
 * ``session``: ``Session.add_points`` on the same slice and voxel, ``propagate()``; then a
-  one-slice correction at 3/4 of the volume and its re-propagation.
+  one-slice correction at 3/4 of the volume (a click on a tracked slice, decoded with the memory
+  of the slices around it) and its re-propagation.
 * ``session x4``: the volume tiled 4 times along the slice axis (peak memory against the
   single volume; the feature cache is bounded, not the volume length).
 * with ``--variants``: bfloat16 autocast (masks compared with float32), a batched image

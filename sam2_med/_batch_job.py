@@ -100,10 +100,19 @@ class ModelChoice:
 
 
 def segment_file_job(
-    job: Job, overwrite: bool, model: LoadedModel, *, axis: str = "axial", window: Any = "auto"
+    job: Job,
+    overwrite: bool,
+    model: LoadedModel,
+    *,
+    axis: str | None = None,
+    window: Any = None,
 ) -> None:
     """Segment one jobs-file row and write its mask and sidecar (atomically, see
     :func:`sam2_med.io.save_mask`): the steps of ``sam2-med batch`` for one job.
+
+    ``axis`` and ``window`` None mean ``"axial"`` and ``"auto"`` for a prompt file; a job whose
+    prompts are a sam2-med mask sidecar replays the recorded session with its recorded axis and
+    window (:mod:`sam2_med.interactions`), and a different axis or any window given is refused.
 
     Raises
     ------
@@ -111,17 +120,22 @@ def segment_file_job(
         Unreadable image or prompts, a window that does not fit, an output that exists without
         ``overwrite``, a cancelled run. Other exceptions are bugs.
     """
-    from .api import resolve_prompts, segment_volume
+    from .api import _check_replay_options, resolve_prompts, segment_volume
     from .batch import file_digest
     from .intensity import resolve_intensity
+    from .interactions import InteractionLog
     from .io import load_volume
 
     volume = load_volume(job.image)
-    prompts = resolve_prompts(job.prompts, volume, axis=axis)
-    try:
-        resolve_intensity(volume, window)
-    except ValueError as err:
-        raise Sam2MedError(f"--window: {err}", job.image) from None
+    prompts = resolve_prompts(job.prompts, volume, axis=axis or "axial")
+    if isinstance(prompts, InteractionLog):  # a recorded session replays as recorded
+        _check_replay_options(prompts, axis=axis, window=window)
+    else:
+        window = "auto" if window is None else window
+        try:
+            resolve_intensity(volume, window)
+        except ValueError as err:
+            raise Sam2MedError(f"--window: {err}", job.image) from None
     result = segment_volume(volume, prompts, model, window=window)
     if result.cancelled:
         raise Sam2MedError("propagation was cancelled", job.output)
@@ -131,4 +145,5 @@ def segment_file_job(
         "prompts_file_sha256": file_digest(job.prompts),
     }
     job.output.parent.mkdir(parents=True, exist_ok=True)
-    result.save(job.output, overwrite=overwrite)  # the record is the sidecar's run record
+    # the record is the sidecar's run record; the prompts file is an input, never an output
+    result.save(job.output, overwrite=overwrite, inputs=[str(job.prompts)])

@@ -110,7 +110,7 @@ def run_on_dask(args: argparse.Namespace, jobs: Sequence[Any], window: Any, out:
         "arch": args.arch,
         "device": args.device,
         "dtype": args.dtype,
-        "axis": args.axis,
+        "axis": args.axis if getattr(args, "axis_given", True) else None,
         "window": window,
         "overwrite": args.overwrite,
         "log": out.info,

@@ -31,6 +31,9 @@ class SessionStats:
         Slice index of every mask-decoder run (prompt previews and propagation), in order.
     decoded : list of (int, int)
         ``(label, slice_index)`` of every mask-decoder run, in order.
+    correction_memory : list of (int, int, tuple of int)
+        ``(label, slice_index, memory_slices)`` of every prompt decoded as a correction: the
+        tracked slices whose memory it was given (besides the other anchors).
     cache_hits, cache_misses, cache_evictions : int
         Feature-cache lookups served, missed, and entries dropped for the memory budget.
     cache_peak_bytes : int
@@ -41,6 +44,7 @@ class SessionStats:
     encoder_batches: int = 0
     decoded_slices: list[int] = field(default_factory=list)
     decoded: list[tuple[int, int]] = field(default_factory=list)
+    correction_memory: list[tuple[int, int, tuple[int, ...]]] = field(default_factory=list)
     cache_hits: int = 0
     cache_misses: int = 0
     cache_evictions: int = 0

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import PromptError, Sam2MedError
-from .labels import LabelVolume
+from .labels import RUN_RECORD_KEY, LabelVolume
 from .prompts import (
     ObjectPrompts,
     PromptSet,
@@ -35,6 +35,7 @@ from .prompts import (
 from .volume import Volume
 
 if TYPE_CHECKING:
+    from .interactions import InteractionLog
     from .models import LoadedModel
 
 __all__ = [
@@ -51,8 +52,6 @@ __all__ = [
 #: fine-tune (research-use licence, no published checksum).
 DEFAULT_MODEL = "sam2.1_hiera_tiny"
 
-#: Key of the run record in ``LabelVolume.extra`` (and so in the mask's JSON sidecar ``"extra"``).
-RUN_RECORD_KEY = "sam2_med_run"
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -73,8 +72,8 @@ class SegmentationResult:
         Per object label, SAM 2's object-score logit (> 0: object present) on every slice along
         the propagation axis (index = slice index ``k`` along ``axis_index``), prompted slices
         included; NaN where nothing was computed (propagation stopped or was cancelled).
-    prompts : PromptSet
-        The validated prompts, in voxel indices.
+    prompts : PromptSet or InteractionLog
+        The validated prompts, in voxel indices (or the replayed interaction log).
     axis : str
         Propagation plane (``"axial"``, ``"coronal"``, ``"sagittal"``).
     axis_index : int
@@ -94,7 +93,7 @@ class SegmentationResult:
 
     labels: LabelVolume
     scores: dict[int, np.ndarray]
-    prompts: PromptSet
+    prompts: PromptSet | InteractionLog
     axis: str
     axis_index: int
     model: str
@@ -197,28 +196,37 @@ def load_image(
     return load_volume(image, series_uid=series_uid, index=index)
 
 
-def resolve_prompts(prompts: Any, volume: Volume, *, axis: str = "axial") -> PromptSet:
-    """Turn any accepted prompt form into a validated :class:`PromptSet`.
+def resolve_prompts(
+    prompts: Any, volume: Volume, *, axis: str = "axial"
+) -> PromptSet | InteractionLog:
+    """Turn any accepted prompt form into a validated :class:`PromptSet` or interaction log.
 
     Parameters
     ----------
-    prompts : dict, path, PromptSet or sequence of ObjectPrompts
+    prompts : dict, path, PromptSet, InteractionLog or sequence of ObjectPrompts
         * a dict following the schema of :mod:`sam2_med.prompts` (relative mask paths are
           resolved against the working directory);
         * a path to such a JSON file (relative mask paths: against the file's folder);
+        * a mask sidecar (``<mask stem>.json``) written by sam2-med, or an interaction log
+          (:mod:`sam2_med.interactions`), as a path or a dict: the recorded session, replayed
+          in order (its axis and window are the recorded ones);
         * a path to a label-map image (``.nii``, ``.nii.gz``, ``.nrrd``, ``.mha``) on the image
           grid: each nonzero value becomes one object prompted by its largest slice (see
           :func:`sam2_med.prompts.mask_prompt_objects`);
         * an already validated PromptSet (its axis must match) or ObjectPrompts.
     volume : Volume
     axis : {"axial", "coronal", "sagittal"}
+        Plane of the prompt-file prompts (an interaction log carries its own).
 
     Returns
     -------
-    PromptSet
+    PromptSet or InteractionLog
     """
+    from .interactions import InteractionLog, find_interactions, load_interactions
     from .prompts import axis_index_for, merge_objects
 
+    if isinstance(prompts, InteractionLog):
+        return prompts
     if isinstance(prompts, PromptSet):
         if prompts.axis != axis:
             raise PromptError(
@@ -233,8 +241,12 @@ def resolve_prompts(prompts: Any, volume: Volume, *, axis: str = "axial") -> Pro
                 raise PromptError("mask prompt file not found", p)
             objs = mask_prompt_objects(p, volume, axis=axis)
             return PromptSet(tuple(objs), axis, axis_index_for(volume, axis, p), str(p))
+        if _holds_interactions(p):
+            return load_interactions(p, volume)
         return load_prompts(p, volume, axis=axis)
     if isinstance(prompts, Mapping):
+        if find_interactions(prompts) is not None:
+            return load_interactions(prompts, volume)
         return parse_prompts(dict(prompts), volume, axis=axis)
     if isinstance(prompts, (list, tuple)) and all(isinstance(o, ObjectPrompts) for o in prompts):
         if not prompts:
@@ -246,6 +258,19 @@ def resolve_prompts(prompts: Any, volume: Volume, *, axis: str = "axial") -> Pro
         f"prompts must be a dict, a JSON or mask file path, or a PromptSet; got "
         f"{type(prompts).__name__}"
     )
+
+
+def _holds_interactions(path: Path) -> bool:
+    """True for a JSON file holding an interaction log or a sam2-med mask sidecar."""
+    import json
+
+    from .interactions import find_interactions
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False  # load_prompts says what is wrong with it
+    return find_interactions(data) is not None
 
 
 def _load_model(
@@ -276,8 +301,8 @@ def segment(
     model: LoadedModel | str | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     arch: Mapping[str, Any] | str | os.PathLike[str] | None = None,
-    axis: str = "axial",
-    window: Any = "auto",
+    axis: str | None = None,
+    window: Any = None,
     device: str = "cpu",
     dtype: str = "float32",
     series_uid: str | None = None,
@@ -304,7 +329,9 @@ def segment(
 
         ``"voxel"`` means 0-based ``(i, j, k)`` as nibabel indexes the file (ITK-SNAP shows
         1-based indices); world points go to the voxel that contains them. Full schema in
-        :mod:`sam2_med.prompts`; other accepted forms in :func:`resolve_prompts`.
+        :mod:`sam2_med.prompts`; other accepted forms in :func:`resolve_prompts`. A mask
+        sidecar written by sam2-med (its JSON) replays the session recorded in it, in order,
+        and gives the same label map voxel for voxel (:mod:`sam2_med.interactions`).
     model : LoadedModel or str, optional
         A loaded model (reuse one across many volumes), or a registry name; ``None`` means
         :data:`DEFAULT_MODEL` (unless ``checkpoint`` is given).
@@ -313,11 +340,13 @@ def segment(
     arch : dict, str or path, optional
         Architecture of a checkpoint file that is not a published one: a registered model name
         (``"medsam2"``), a dict, or a JSON file (see :func:`sam2_med.models.load_model`).
-    axis : {"axial", "coronal", "sagittal"}
+    axis : {"axial", "coronal", "sagittal"}, optional
         Plane of the slices fed to the model; the voxel axis is chosen from the affine.
-    window : str, (center, width) or IntensityTransform
-        Intensity transform (see :func:`sam2_med.intensity.resolve_intensity`); ``"auto"``:
-        soft-tissue window for CT, 0.5-99.5 percentiles otherwise.
+        Default: ``"axial"``, or the recorded one when replaying a session.
+    window : str, (center, width) or IntensityTransform, optional
+        Intensity transform (see :func:`sam2_med.intensity.resolve_intensity`); default
+        ``"auto"`` (soft-tissue window for CT, 0.5-99.5 percentiles otherwise), or the recorded
+        transform when replaying a session.
     device : str
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``. Never chosen for you.
     dtype : {"float32", "bfloat16"}
@@ -345,7 +374,8 @@ def segment(
         message starting with the offending path.
     """
     volume = load_image(image, series_uid=series_uid, index=index)
-    prompt_set = resolve_prompts(prompts, volume, axis=axis)
+    prompt_set = resolve_prompts(prompts, volume, axis=axis or "axial")
+    _check_replay_options(prompt_set, axis=axis, window=window)
     if isinstance(arch, (str, os.PathLike)):
         arch = resolve_arch(arch)
     loaded = _load_model(model, checkpoint=checkpoint, arch=arch, device=device, dtype=dtype)
@@ -385,6 +415,28 @@ def resolve_arch(value: str | os.PathLike[str]) -> str | dict[str, Any]:
     return read_arch(p)
 
 
+def _check_replay_options(prompts: Any, *, axis: str | None, window: Any) -> None:
+    """A replay uses the recorded axis and window; refuse different ones given explicitly."""
+    from .interactions import InteractionLog
+
+    if not isinstance(prompts, InteractionLog):
+        return
+    if axis is not None and axis != prompts.axis:
+        raise PromptError(
+            f"the recorded session slices {prompts.axis}, not {axis}: a replay uses the "
+            "recorded axis (leave axis unset)",
+            prompts.source,
+            cli=f"the recorded session slices {prompts.axis}, not {axis}: a replay uses the "
+            "recorded axis (leave out --axis)",
+        )
+    if window is not None:
+        raise PromptError(
+            "a replay uses the recorded intensity transform (leave window unset)",
+            prompts.source,
+            cli="a replay uses the recorded intensity transform (leave out --window)",
+        )
+
+
 def read_arch(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read an architecture JSON file (keys of :func:`sam2_med.models.arch.arch_to_config`)."""
     import json
@@ -421,10 +473,10 @@ def _score_of(result: Any, label: int) -> float:
 
 def segment_volume(
     volume: Volume,
-    prompt_set: PromptSet,
+    prompt_set: PromptSet | InteractionLog,
     model: LoadedModel,
     *,
-    window: Any = "auto",
+    window: Any = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     session_factory: Callable[..., Any] | None = None,
@@ -435,11 +487,14 @@ def segment_volume(
     Parameters
     ----------
     volume : Volume
-    prompt_set : PromptSet
-        Validated against ``volume`` (voxel indices).
+    prompt_set : PromptSet or InteractionLog
+        Validated against ``volume`` (voxel indices). A PromptSet is one step: every object
+        added, every prompted slice sent through :meth:`Session.add_prompts` (slice order),
+        then one propagation. An :class:`~sam2_med.interactions.InteractionLog` is replayed
+        event by event with its recorded session settings.
     model : LoadedModel
     window, progress, cancel, session_factory
-        As in :func:`segment`.
+        As in :func:`segment` (``window`` None: ``"auto"``, or the recorded one of a log).
     keep_object_masks : bool
         Also return each object's own 3D mask (``result.object_masks``), e.g. to score
         overlapping structures independently.
@@ -447,14 +502,27 @@ def segment_volume(
     Returns
     -------
     SegmentationResult
+        ``record["interactions"]`` is the session's interaction log: the mask sidecar carries
+        it, and ``sam2-med segment IMAGE --prompts SIDECAR.json`` replays it.
     """
+    from .interactions import InteractionLog, replay
+
     if session_factory is None:
         from .session import Session
 
         session_factory = Session
-    check_points_on_finite_voxels(prompt_set, volume)
+    is_log = isinstance(prompt_set, InteractionLog)
+    if not is_log:  # a log replays exactly what its session accepted
+        check_points_on_finite_voxels(prompt_set, volume)
     start = time.perf_counter()
-    session = session_factory(model, volume, axis=prompt_set.axis, window=window)
+    if is_log:
+        _check_replay_options(prompt_set, axis=None, window=window)
+        kwargs = prompt_set.session_kwargs()
+        session = session_factory(model, volume, **kwargs)
+        window = kwargs["window"]
+    else:
+        window = "auto" if window is None else window
+        session = session_factory(model, volume, axis=prompt_set.axis, window=window)
     axis_index = int(getattr(session, "axis_index", prompt_set.axis_index))
     if axis_index != prompt_set.axis_index:
         raise PromptError(
@@ -463,20 +531,27 @@ def segment_volume(
             prompt_set.source,
         )
     n_slices = volume.shape[axis_index]
-    for obj in prompt_set.objects:
-        session.add_object(name=obj.name, label=obj.label)
-    for obj in prompt_set.objects:
-        _send_prompts(session, obj, axis_index)
-
-    scores = {obj.label: np.full(n_slices, np.nan) for obj in prompt_set.objects}
+    labels = list(prompt_set.labels)
+    scores = {lab: np.full(n_slices, np.nan) for lab in labels}
     stop = cancel if cancel is not None else (lambda: False)
-    for res in session.propagate(cancel=stop, progress=progress):
+
+    def keep(res: Any) -> None:
         # one result per slice and object; kept as a fallback for sessions without profile()
         k = int(res.slice_index)
         for label in scores:
             s = _score_of(res, label)
             if math.isfinite(s):
                 scores[label][k] = s
+
+    if is_log:
+        replay(session, prompt_set, cancel=stop, progress=progress)
+    else:
+        for obj in prompt_set.objects:
+            session.add_object(name=obj.name, label=obj.label)
+        for obj in prompt_set.objects:
+            _send_prompts(session, obj, axis_index)
+        for res in session.propagate(cancel=stop, progress=progress):
+            keep(res)
     if hasattr(session, "pending"):
         cancelled = int(session.pending()) > 0
     else:
@@ -495,15 +570,17 @@ def segment_volume(
         "axis_index": axis_index,
         "window": window_record(window, applied_window, volume),
         "prompts": prompt_set.describe(),
-        "prompts_sha256": prompts_digest(prompt_set),
+        "prompts_sha256": prompt_set.digest() if is_log else prompts_digest(prompt_set),
         "image_notes": list(volume.provenance.notes),
         "scores": {
             str(lab): [_float_or_none(v) for v in arr.tolist()] for lab, arr in scores.items()
         },
         "seconds": round(seconds, 3),
     }
+    if hasattr(session, "interactions"):
+        record["interactions"] = session.interactions()
     array = np.asarray(getattr(lm, "array", lm))
-    labels = LabelVolume(
+    labels_volume = LabelVolume(
         array=array.astype(np.uint16 if array.max(initial=0) > 255 else np.uint8, copy=False),
         reference=volume,
         names=names,
@@ -513,14 +590,13 @@ def segment_volume(
     if keep_object_masks:
         if hasattr(session, "object_volume"):
             object_masks = {
-                o.label: np.asarray(session.object_volume(o.label), dtype=bool)
-                for o in prompt_set.objects
+                lab: np.asarray(session.object_volume(lab), dtype=bool) for lab in labels
             }
         else:
-            object_masks = {o.label: labels.array == o.label for o in prompt_set.objects}
+            object_masks = {lab: labels_volume.array == lab for lab in labels}
     return SegmentationResult(
         object_masks=object_masks,
-        labels=labels,
+        labels=labels_volume,
         scores=scores,
         prompts=prompt_set,
         axis=prompt_set.axis,
@@ -568,20 +644,17 @@ def window_record(window: Any, applied: Any, volume: Volume) -> dict[str, Any]:
 
 
 def _send_prompts(session: Any, obj: ObjectPrompts, axis_index: int) -> None:
-    """One call per prompted slice, in slice order: the mask, or the box with the slice's points
-    in one decoder run (SAM 2's box + clicks), or the points alone."""
+    """One :meth:`Session.add_prompts` call per prompted slice, in slice order, with all of
+    that slice's prompts: the mask, or the box with the slice's points, or the points."""
     masks = {int(k): m for k, m in obj.masks}
     boxes = {int(a[axis_index]): (a, b) for a, b in obj.boxes}
     points = {k: (p, lab) for k, p, lab in obj.points_by_slice(axis_index)}
     for k in sorted({*masks, *boxes, *points}):
         if k in masks:
-            session.add_mask(obj.label, k, masks[k])
-        elif k in boxes and k in points:
-            session.add_points(obj.label, points[k][0], points[k][1], box=boxes[k])
-        elif k in boxes:
-            session.add_box(obj.label, *boxes[k])
-        else:
-            session.add_points(obj.label, *points[k])
+            session.add_prompts(obj.label, mask=masks[k], slice_index=k)
+            continue
+        p, lab = points.get(k, (None, None))
+        session.add_prompts(obj.label, points=p, point_labels=lab, box=boxes.get(k), slice_index=k)
 
 
 def prompts_digest(prompt_set: PromptSet) -> str:

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Sam2MedError
+from .labels import RUN_RECORD_KEY
 
 __all__ = [
     "BatchError",
@@ -60,8 +61,6 @@ __all__ = [
     "run_batch",
     "write_datalist",
 ]
-
-RUN_RECORD_KEY = "sam2_med_run"  # the same key as sam2_med.api.RUN_RECORD_KEY
 
 
 class BatchError(Sam2MedError, ValueError):
@@ -449,8 +448,8 @@ def run(
     arch: Mapping[str, Any] | str | os.PathLike[str] | None = None,
     device: str = "cpu",
     dtype: str = "float32",
-    axis: str = "axial",
-    window: Any = "auto",
+    axis: str | None = None,
+    window: Any = None,
     overwrite: bool = False,
     datalist: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] = print,
@@ -476,7 +475,9 @@ def run(
         As in :func:`sam2_med.api.segment`. With a client, a bare ``device="cuda"`` gives each
         worker its own GPU.
     axis, window
-        Propagation plane and intensity window of every job.
+        Propagation plane and intensity window of every job (None: ``"axial"`` and ``"auto"``;
+        a job whose prompts are a sam2-med mask sidecar replays its recorded session with the
+        recorded ones, and refuses others given here).
     overwrite : bool
         Recompute every job and replace its output.
     datalist : path-like, optional

@@ -58,6 +58,10 @@ prompt JSON (--prompts FILE.json):
       "boxes": [[i0, j0, k0, i1, j1, k1]],       # corners on one slice of --axis
       "mask": "liver_slice.nii.gz"}]}            # or {"file":..., "value": 5, "slice": 12}
   Mask paths are relative to the JSON file. Full schema: python -m pydoc sam2_med.prompts
+  A mask sidecar written by sam2-med (MASK.json beside MASK.nii.gz, from segment, batch or
+  the napari plugin) is also accepted: it replays the recorded session (its clicks, boxes,
+  masks, propagations and undos, in order, with its axis and window) and writes the same
+  label map voxel for voxel with the same model. Schema: python -m pydoc sam2_med.interactions
 """
 
 MASK_HELP = """\
@@ -173,18 +177,19 @@ def _add_slicing(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("slicing and intensity")
     g.add_argument(
         "--axis",
-        default="axial",
+        default=None,
         choices=("axial", "coronal", "sagittal"),
         help="plane of the slices fed to the model; the voxel axis is chosen from "
-        "the affine (default axial)",
+        "the affine (default axial; a replayed session: the recorded one)",
     )
     g.add_argument(
         "--window",
-        default="auto",
+        default=None,
         metavar="W",
-        help="intensity: auto (CT soft-tissue window, else 0.5-99.5 percentiles), a CT "
-        "preset (soft_tissue, abdomen, liver, lung, bone, brain...), dicom, "
-        "percentile, minmax, or CENTER,WIDTH in HU",
+        help="intensity: auto (the default: CT soft-tissue window, else 0.5-99.5 "
+        "percentiles), a CT preset (soft_tissue, abdomen, liver, lung, bone, brain...), "
+        "dicom, percentile, minmax, or CENTER,WIDTH in HU (a replayed session: the recorded "
+        "one)",
     )
 
 
@@ -231,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
             Segment one image: prompts on one or more slices (points, boxes, a mask slice),
             propagated through the volume both ways. Writes a NIfTI label map on exactly the
             image's voxel grid (same shape and affine) plus a JSON sidecar <stem>.json with
-            label names, the prompts in voxel indices, the model and per-slice scores.
+            label names, the prompts in voxel indices, the model, per-slice scores and the
+            session's interaction log (--prompts <stem>.json replays it exactly).
 
             examples:
               sam2-med segment ct.nii.gz --point 80,60,14 --point 60,60,14:neg --out liver.nii.gz
@@ -244,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
               sam2-med segment ct.nii.gz --prompts p.json --checkpoint my_finetune.pt --arch medsam2 \\
                   --out m.nii.gz
               sam2-med segment fmri.nii.gz --index 0 --point 40,40,20 --out m.nii.gz
+              sam2-med segment ct.nii.gz --prompts liver.json --out liver_again.nii.gz  # replay
             """
         ),
         epilog="\n".join(
@@ -302,7 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="label map on the image grid; its largest slice per label is the prompt",
     )
-    g.add_argument("--prompts", metavar="FILE.json", help="prompt JSON (schema below)")
+    g.add_argument(
+        "--prompts",
+        metavar="FILE.json",
+        help="prompt JSON (schema below), or a sam2-med mask sidecar to replay its session",
+    )
     gi = seg.add_argument_group("input and output")
     gi.add_argument(
         "--series-uid",
@@ -784,15 +795,24 @@ def _progress(
 def _summary_of(result: Any) -> str:
     import numpy as np
 
+    from .interactions import InteractionLog
+
     arr = result.labels.array
     lines = []
     other = tuple(a for a in range(3) if a != result.axis_index)
-    for obj in result.prompts.objects:
-        m = arr == obj.label
+    if isinstance(result.prompts, InteractionLog):
+        prompted = result.prompts.prompted_slices()
+        objects = [(lab, name, prompted[lab]) for lab, name in result.prompts.names.items()]
+    else:
+        objects = [
+            (o.label, o.name, list(o.slices(result.axis_index))) for o in result.prompts.objects
+        ]
+    for label, name, slices in objects:
+        m = arr == label
         n_slices = int(np.count_nonzero(m.any(axis=other)))
         lines.append(
-            f"  {obj.label:>3} {obj.name}: {int(m.sum())} voxels on {n_slices} "
-            f"{result.axis} slices (prompted on {list(obj.slices(result.axis_index))})"
+            f"  {label:>3} {name}: {int(m.sum())} voxels on {n_slices} "
+            f"{result.axis} slices (prompted on {slices})"
         )
     return "\n".join(lines)
 
@@ -811,6 +831,8 @@ def _gather_prompts(args: argparse.Namespace, volume: Any) -> Any:
     )
 
     objects = []
+    if args.prompts and _is_session_record(args.prompts):
+        return _replay_log(args, volume)
     if args.prompts:
         objects += list(load_prompts(args.prompts, volume, axis=args.axis).objects)
     if args.mask_prompt:
@@ -849,6 +871,39 @@ def _gather_prompts(args: argparse.Namespace, volume: Any) -> Any:
     return prompt_set
 
 
+def _is_session_record(path: Any) -> bool:
+    """True when ``path`` is a JSON file holding a recorded session (a mask sidecar)."""
+    from .api import _holds_interactions
+
+    p = Path(path)
+    return p.is_file() and p.suffix.lower() == ".json" and _holds_interactions(p)
+
+
+def _replay_log(args: argparse.Namespace, volume: Any) -> Any:
+    """The interaction log of ``--prompts SIDECAR.json``, checked against the other options."""
+    from .errors import PromptError
+    from .interactions import load_interactions
+
+    if args.mask_prompt or args.point or args.box:
+        raise PromptError(
+            "a recorded session replays on its own: drop --point, --box and --mask-prompt "
+            "(or give a plain prompt JSON instead)",
+            args.prompts,
+        )
+    log = load_interactions(args.prompts, volume)
+    if getattr(args, "axis_given", False) and args.axis != log.axis:
+        raise PromptError(
+            f"the recorded session slices {log.axis}; drop --axis {args.axis} to replay it",
+            args.prompts,
+        )
+    if getattr(args, "window_given", False):
+        raise PromptError(
+            "a replay uses the recorded intensity window; drop --window to replay it",
+            args.prompts,
+        )
+    return log
+
+
 def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
     from .api import segment_volume
     from .batch import file_digest
@@ -878,9 +933,13 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
     from ._cli_clinical import check_clinical_outputs, write_clinical_outputs
 
     check_clinical_outputs(args, volume, args.image)  # --rtstruct, --report
+    from .interactions import InteractionLog
+
     prompts = _gather_prompts(args, volume)
-    window = _window_arg(args.window)
-    _check_window(volume, window, args.image)
+    replaying = isinstance(prompts, InteractionLog)
+    window = None if replaying else _window_arg(args.window)
+    if not replaying:
+        _check_window(volume, window, args.image)
     truth = None
     if args.compare:
         from .evaluate import load_ground_truth
@@ -891,10 +950,21 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
         f"{', '.join(f'{s:.3g}' for s in volume.spacing)} mm"
     )
     lm = _load_model(args, out)
+    if replaying:
+        out.info(
+            f"replaying the session recorded in {args.prompts} ({len(prompts.events)} "
+            f"interactions, {prompts.axis} slices)"
+        )
+        if prompts.model != lm.name:
+            out.info(
+                f"note: the session was recorded with the model {prompts.model}; replaying it "
+                f"with {lm.name} gives that model's masks (give --model {prompts.model} for the "
+                "same label map)"
+            )
     progress, close = _progress(
         out,
         "propagating",
-        objects=len(prompts.objects),
+        objects=len(prompts.labels),
         slices=volume.shape[prompts.axis_index],
     )
     try:
@@ -917,7 +987,7 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
             p.parent.mkdir(parents=True, exist_ok=True)
     from .measure import format_table
 
-    present = [o.label for o in result.prompts.objects if (result.labels.array == o.label).any()]
+    present = [lab for lab in result.prompts.labels if (result.labels.array == lab).any()]
     measurements = result.measure(label_values=present) if present else []
     # mask, sidecar and SEG in one unit: a run racing this one replaces all or none of them
     written = result.save(
@@ -977,6 +1047,7 @@ def _check_window(volume: Any, window: Any, where: Any) -> None:
 def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
     from .api import resolve_prompts, segment_volume
     from .batch import file_digest, finished_state, load_jobs, run_batch
+    from .interactions import InteractionLog
     from .io import load_volume
 
     jobs = load_jobs(args.jobs)
@@ -984,7 +1055,9 @@ def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
     from ._cli_dask import run_on_dask, wants_dask
 
     if wants_dask(args):  # on a Dask cluster, whose workers load the model
-        return _finish_batch(args, run_on_dask(args, jobs, window, out), out)
+        # None: the default for prompt files, the recorded one for a replayed session
+        given = window if args.window_given else None
+        return _finish_batch(args, run_on_dask(args, jobs, given, out), out)
     pending = [j for j in jobs if args.overwrite or finished_state(j.output)[0] != "finished"]
     model: list[Any] = []
     if pending:
@@ -994,15 +1067,30 @@ def cmd_batch(args: argparse.Namespace, out: _Out) -> int:
         volume = load_volume(job.image)
         out.volume_notes(volume, job.image)
         prompts = resolve_prompts(job.prompts, volume, axis=args.axis)
-        _check_window(volume, window, job.image)
+        replaying = isinstance(prompts, InteractionLog)
+        if replaying:  # a recorded session replays as recorded
+            if args.window_given or (args.axis_given and args.axis != prompts.axis):
+                raise Sam2MedError(
+                    "a recorded session replays with its own axis and window; drop --axis "
+                    "and --window for this batch",
+                    job.prompts,
+                )
+        else:
+            _check_window(volume, window, job.image)
         progress, close = _progress(
             out,
             f"{job.name}: propagating",
-            objects=len(prompts.objects),
+            objects=len(prompts.labels),
             slices=volume.shape[prompts.axis_index],
         )
         try:
-            result = segment_volume(volume, prompts, model[0], window=window, progress=progress)
+            result = segment_volume(
+                volume,
+                prompts,
+                model[0],
+                window=None if replaying else window,
+                progress=progress,
+            )
         finally:
             close()
         if result.cancelled:
@@ -1493,6 +1581,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    # --axis/--window default to axial/auto; None keeps "not given" for replays
+    for name, default in (("axis", "axial"), ("window", "auto")):
+        if hasattr(args, name):
+            setattr(args, f"{name}_given", getattr(args, name) is not None)
+            if getattr(args, name) is None:
+                setattr(args, name, default)
     try:
         with _warnings_as_lines(out.quiet):
             return int(args.func(args, out))

@@ -25,10 +25,11 @@ display ``(row, col)``
     For oblique volumes each in-plane voxel axis is assigned to the display axis its direction
     is closest to, then flipped to run the way the table says.
 frame ``(y, x)``
-    The model input: the display image resized (bilinear, no aspect preservation, exactly as
-    SAM 2 resizes video frames) to ``image_size x image_size``. Pixel centres are aligned:
-    display row ``r`` has its centre at frame row ``y = (r + 0.5) * S / R - 0.5``. Point
-    prompts are given to SAM 2 as ``(x, y)`` in these model-input pixels.
+    The model input: the display image resized to ``image_size x image_size`` with no aspect
+    preservation and the filter Meta's and MedSAM2's frame loaders use (PIL's bicubic, see
+    :meth:`SliceStream.frames`). Pixel centres are aligned: display row ``r`` has its centre at
+    frame row ``y = (r + 0.5) * S / R - 0.5``. Point prompts are given to SAM 2 as ``(x, y)``
+    in these model-input pixels.
 
 The slice index ``k`` along the axis is the voxel index along ``axis_index`` (slice ``k`` is
 frame ``k`` of the video SAM 2 sees); it is not reordered.
@@ -243,10 +244,26 @@ class SliceStream:
 
     # -- frames -----------------------------------------------------------------------------
     def _resize(self, img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """(N, C, h, w) float -> (N, C, *size) bilinear, half-pixel centres, antialiased."""
-        if tuple(img.shape[-2:]) == tuple(size):
-            return img
-        return F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=True)
+        """(N, C, h, w) float in [0, 1] -> (N, C, *size), as Meta's and MedSAM2's loaders do.
+
+        Both load a frame as an 8-bit image and resize it with PIL's default bicubic filter
+        (Keys, a = -0.5; the kernel widened when shrinking, half-pixel centres): a horizontal
+        pass, then a vertical one, each clipped to the 8-bit range. The same filter, pass order
+        and clipping in float (torch's antialiased bicubic is PIL's resampling; they agree
+        within 1e-6), without rounding to 8 bits: the frames differ from Meta's by that
+        rounding alone (at most about 1/255 per pixel).
+        """
+        h, w = (int(v) for v in img.shape[-2:])
+        out = img
+        if w != size[1]:
+            out = F.interpolate(
+                out, size=(h, size[1]), mode="bicubic", align_corners=False, antialias=True
+            ).clamp_(0.0, 1.0)
+        if h != size[0]:
+            out = F.interpolate(
+                out, size=tuple(size), mode="bicubic", align_corners=False, antialias=True
+            ).clamp_(0.0, 1.0)
+        return out
 
     def frame(self, k: int) -> torch.Tensor:
         """Model input of slice ``k``.

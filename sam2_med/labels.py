@@ -9,6 +9,10 @@ import numpy as np
 
 from .volume import Volume
 
+#: Key of sam2-med's run record in ``LabelVolume.extra`` and so in a mask sidecar's ``"extra"``:
+#: the model, the settings and the session's interaction log (:mod:`sam2_med.interactions`).
+RUN_RECORD_KEY = "sam2_med_run"
+
 
 @dataclass(frozen=True)
 class LabelVolume:

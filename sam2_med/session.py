@@ -3,16 +3,31 @@
 A :class:`Session` feeds the slices of a :class:`~sam2_med.Volume` to a SAM 2 video model as
 the frames of a video (frame ``k`` = slice ``k`` along the session axis, see
 :class:`~sam2_med.frames.SliceStream`), lets a user prompt objects on slices, and propagates
-each object through the volume in both directions.
+each object through the volume in both directions. Every front end (the Python API, the command
+line, batch jobs and the napari widget) sends prompts through one method,
+:meth:`Session.add_prompts`, and every session records its interactions in order
+(:meth:`Session.interactions`), so that :func:`sam2_med.interactions.replay` rebuilds its label
+map voxel for voxel.
 
 Anchors and memory
 ------------------
 Every slice that received a prompt for an object is an **anchor** of that object: a SAM 2
-*conditioning frame*. Its output is decoded once, from the slice's own image features and its
-prompts alone (no memory, as SAM 2 does for a first prompt on a frame); when the slice already
-had a result for that object, those low-resolution logits are fed to the decoder as the dense
-mask prompt, as SAM 2 does for correction clicks. A mask prompt is passed through as the output
-(SAM 2's ``_use_mask_as_output``) and the slice's accepted mask is exactly the mask given.
+*conditioning frame*. How its output is decoded follows Meta's ``SAM2VideoPredictor``:
+
+* a prompt on a slice that has no tracked result for the object is decoded from the slice's own
+  image features and its prompts alone (SAM 2's initial conditioning frame, no memory);
+* a prompt on a slice that propagation already filled for that object is a **correction**:
+  decoded as SAM 2 decodes one, with the memory of the object's conditioning frames, of the
+  tracked slices behind it in the direction it was reached (the last 6) and their object
+  pointers (up to 15), and with the slice's earlier low-resolution logits as the dense mask
+  prompt. It then becomes an anchor (Meta's ``add_all_frames_to_correct_as_cond=True``). The
+  session keeps each tracked slice's logits, object score and object pointer, and re-encodes
+  the memory of those neighbours from them when a correction needs it, exactly as it was first
+  encoded (a few memory-encoder runs per correction instead of keeping every slice's memory
+  features, so memory stays flat in the number of slices);
+* further clicks on an anchor accumulate on its earlier clicks and are decoded the way the
+  anchor was first decoded, with its current logits as the mask prompt;
+* a mask prompt is the slice's result exactly (SAM 2's ``_use_mask_as_output``; no memory).
 
 Propagation fills the slices between anchors. Each slice belongs to its **nearest anchor**: the
 gap between consecutive anchors ``A < B`` is split at ``m = (A + B) // 2``; ``A + 1 .. m`` is
@@ -20,28 +35,32 @@ tracked forward from ``A`` and ``m + 1 .. B - 1`` backward from ``B``; slices be
 outermost anchors are tracked outward from them. So every slice is at most half a gap away from
 a prompted slice. A new prompt on slice ``j`` between anchors ``L`` and ``R`` takes over the
 slices now nearer to ``j`` than to ``L`` or ``R`` (``(L + j) // 2 + 1 .. (j + R) // 2``), and
-only those are re-run, from ``j`` outward; every other slice keeps its accepted result (the
-slices still nearer to ``L`` or ``R`` are not re-run merely because ``j`` would now also be in
-their memory). Optionally (``converge_after``) a correction run stops early in a direction once
-its masks agree again with the accepted ones.
+only those are re-run, from ``j`` outward; every other slice keeps its accepted result.
+Optionally (``converge_after``) a correction run stops early in a direction once its masks
+agree again with the accepted ones.
 
 Each run from an anchor ``A`` uses a fresh SAM 2 tracking state seeded with *all* anchors of the
 object as conditioning frames (SAM 2's memory bank: conditioning frames plus the last 6 tracked
 frames and up to 16 object pointers). The run tracks its forward part first and then, in the
 same state, its backward part, so the backward part sees the forward slices next to ``A`` as
 memory, exactly as Meta's predictor does when it propagates forward and then in reverse without
-a reset (MedSAM2's CT script resets between directions instead; keeping the memory lets both
-halves agree at the anchor and reproduces Meta's outputs, which the parity test checks).
-Accepted slices from earlier runs are *not* put back into the memory of later runs: a run's
-outputs depend only on the anchors and the image, which keeps re-propagation deterministic and
-the memory held by a session bounded.
+a reset. MedSAM2's CT script resets the memory between the two directions instead
+(``reset_between_directions``, the default for the ``medsam2`` model).
+
+Post-processing is Meta's: small holes (``fill_hole_area`` = 8 low-resolution pixels) are
+filled in every output, computed with scipy (:mod:`sam2_med.postprocess`); a prompted slice's
+memory is encoded from its filled logits and a tracked slice's from its unfilled ones, as Meta
+does; small foreground sprinkles are removed from outputs only if ``sprinkle_area`` is set
+(Meta's video predictor never removes them).
+
+The deliberate departures from Meta's predictor are listed, with their reasons, in the
+:class:`Session` docstring and the README.
 
 Several objects
 ---------------
 Objects are tracked independently (SAM 2 tracks each object with its own memory). The label map
-resolves overlaps by **acceptance order**: objects are ranked by the order they were added with
-:meth:`Session.add_object`; a voxel claimed by several objects goes to the earliest one, so a
-structure accepted first is never overwritten by a later one, which takes only unclaimed voxels.
+resolves overlaps by **first object added wins**: a voxel claimed by several objects goes to the
+one added earliest with :meth:`Session.add_object`; a later object takes only unclaimed voxels.
 
 Cost
 ----
@@ -56,9 +75,10 @@ command therefore tunes glibc's allocator for its own process
 its process may call too. Tracking states hold no pixels (frames are built lazily from the
 volume), drop each frame's full-resolution mask once its memory is encoded, and forget the
 frames SAM 2 will not read again (it reads the conditioning frames, the last 6 tracked frames
-and up to 16 object pointers). Accepted results are stored per slice as bit-packed masks plus
-float16 low-resolution logits (the mask prompt of a later correction click). With
-``LoadedModel.dtype == torch.bfloat16`` everything runs under bfloat16 autocast.
+and up to 16 object pointers). Accepted results are stored per slice and object as a bit-packed
+mask, the float32 low-resolution logits (``(S/4)^2`` values: 256 KiB at 1024 px), the object
+score and the object pointer. With ``LoadedModel.dtype == torch.bfloat16`` everything runs
+under bfloat16 autocast.
 
 A session is not thread-safe: call it from one thread at a time (a GUI runs ``propagate`` in a
 worker and waits for it before sending prompts).
@@ -66,7 +86,10 @@ worker and waits for it before sending prompts).
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import copy
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -79,8 +102,17 @@ import torch
 from ._session_cache import FeatureCache, SessionStats
 from .errors import PromptError
 from .frames import SliceStream
-from .labels import LabelVolume
-from .models.engine import FrameOutput, Sam2Engine, TrackingState, logits_of, score_of
+from .labels import RUN_RECORD_KEY, LabelVolume
+from .models.engine import (
+    FrameOutput,
+    Sam2Engine,
+    TrackingState,
+    logits_of,
+    pointer_of,
+    score_logits_of,
+    score_of,
+)
+from .postprocess import FILL_HOLE_AREA, fill_holes, remove_sprinkles
 
 if TYPE_CHECKING:
     from transformers import Sam2VideoModel
@@ -89,7 +121,7 @@ if TYPE_CHECKING:
     from .models import LoadedModel
     from .volume import Volume
 
-__all__ = ["Session", "SessionStats", "SliceProfile", "SliceResult"]
+__all__ = ["INTERACTIONS_SCHEMA", "Session", "SessionStats", "SliceProfile", "SliceResult"]
 
 #: Smallest default size of the image-feature cache: 512 MiB (about 120 slices of SAM 2.1
 #: hiera-tiny features at 512 px, 30 at 1024 px).
@@ -99,6 +131,13 @@ DEFAULT_MEMORY_BUDGET_MB = 512.0
 #: 1024 px), so corrections within a typical abdominal CT re-use every feature (see
 #: ``Session(memory_budget_mb=...)``).
 DEFAULT_CACHE_SLICES = 128
+
+#: Name and version of the interaction log a session writes (:meth:`Session.interactions`;
+#: documented in :mod:`sam2_med.interactions`).
+INTERACTIONS_SCHEMA = ("sam2-med/interactions", 1)
+
+#: A click is decoded with the slice's earlier logits as mask prompt, clamped as Meta does.
+_PRIOR_CLAMP = 32.0
 
 
 def _available_memory_bytes() -> int:
@@ -130,7 +169,8 @@ class SliceResult:
         Per label, the number of voxels in the mask.
     logits : dict of int -> (h, w) float32 ndarray, optional
         Per label, SAM 2's low-resolution mask logits in frame orientation (``h = w =
-        image_size / 4``), for tests and parity checks.
+        image_size / 4``) after the session's post-processing (hole filling): what the mask
+        comes from, and what Meta's predictor outputs.
     direction : int
         ``+1`` tracked towards higher slice indices, ``-1`` towards lower, ``0`` a prompt preview.
     """
@@ -151,8 +191,9 @@ class SliceProfile:
     ----------
     label : int
     scores : (n_slices,) float64 ndarray
-        Object-score logit per slice; NaN where nothing was computed (not reached, stopped,
-        outside the range).
+        SAM 2's object-score **logit** per slice (> 0: the model says the object is present);
+        NaN where nothing was computed (not reached, stopped, outside the range). It is an
+        uncalibrated score, not a probability.
     areas : (n_slices,) float64 ndarray
         Mask voxel count per slice; NaN where nothing was computed.
     anchors : tuple of int
@@ -165,8 +206,12 @@ class SliceProfile:
     anchors: tuple[int, ...]
 
     @property
-    def probabilities(self) -> np.ndarray:
-        """``sigmoid(scores)``: probability that the object is present, NaN where unknown."""
+    def squashed_scores(self) -> np.ndarray:
+        """``sigmoid(scores)`` in (0, 1), NaN where unknown.
+
+        A monotone rescaling of the object-score logit for display; SAM 2's object score is not
+        calibrated, so this is **not** the probability that the object is present.
+        """
         with np.errstate(over="ignore"):
             return 1.0 / (1.0 + np.exp(-self.scores))
 
@@ -174,11 +219,13 @@ class SliceProfile:
 # -- internal records ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Prompt:
-    """The prompts of one object on one slice (model-input pixels)."""
+    """The prompts of one object on one slice (model-input pixels) and how they are decoded."""
 
     coords: np.ndarray  # (N, 2) float32 x, y; a box is the first two rows, labels 2 and 3
     labels: np.ndarray  # (N,) int32: 1 positive, 0 negative, 2/3 box corners
     mask: np.ndarray | None = None  # (A, B) bool, slice order
+    reached: int = 0  # 0: decoded from the slice alone; +1/-1: a correction of a slice tracked
+    #                   in that direction, decoded with the memory of the slices behind it
 
     @property
     def has_box(self) -> bool:
@@ -191,8 +238,16 @@ class _Record:
 
     bits: np.ndarray  # packbits of the (A, B) mask
     area: int
-    score: float
-    logits: torch.Tensor | None  # (h, w) float16 low-resolution logits
+    score: float  # object-score logit; NaN: nothing computed (a stop rule left it empty)
+    logits: torch.Tensor | None = None  # (h, w) float32 low-res logits before post-processing
+    score_logits: torch.Tensor | None = None  # SAM 2's object-score tensor (host)
+    pointer: torch.Tensor | None = None  # (1, C) object pointer (host)
+    direction: int = 0  # +1/-1: tracked in that direction; 0: a prompted slice
+
+    @property
+    def tracked(self) -> bool:
+        """A result of tracking that a correction can use as memory."""
+        return self.direction != 0 and self.pointer is not None
 
 
 @dataclass
@@ -231,6 +286,7 @@ class _Run:
     generation: int
     steps: list[tuple[int, int]]  # (slice, direction)
     state: Any = None
+    state_direction: int = 0  # direction the state has tracked in so far (0: none yet)
     pos: int = 0
     empty_run: dict[int, int] = field(default_factory=lambda: {1: 0, -1: 0})
     stopped: set[int] = field(default_factory=set)  # directions stopped by the empty rule
@@ -244,6 +300,47 @@ def _as_loaded(model: Any) -> Any:
     if isinstance(model, LoadedModel):
         return model
     return LoadedModel.from_module(model)
+
+
+def _model_resets_between_directions(loaded: Any) -> bool:
+    """MedSAM2's published CT script resets memory between directions; Meta's does not."""
+    from .models import get_spec
+    from .models.errors import UnknownModelError
+
+    try:
+        return get_spec(str(loaded.name)).family == "medsam2"
+    except (UnknownModelError, ValueError, KeyError):
+        return False
+
+
+def _ijk_list(a: np.ndarray) -> list[list[int]]:
+    return np.asarray(a, dtype=np.int64).reshape(-1, 3).tolist()
+
+
+def encode_mask(mask2d: np.ndarray) -> dict[str, Any]:
+    """A 2D bool mask as JSON-ready data: shape and base64 of its row-major packbits."""
+    m = np.ascontiguousarray(np.asarray(mask2d, dtype=bool))
+    return {
+        "encoding": "packbits-base64",
+        "shape": list(m.shape),
+        "data": base64.b64encode(np.packbits(m, axis=None).tobytes()).decode("ascii"),
+    }
+
+
+def decode_mask(data: Mapping[str, Any]) -> np.ndarray:
+    """Inverse of :func:`encode_mask` (raises ValueError on malformed data)."""
+    if data.get("encoding") != "packbits-base64":
+        raise ValueError(f"unknown mask encoding {data.get('encoding')!r}")
+    shape = tuple(int(v) for v in data["shape"])
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"a mask must be 2D, got shape {list(shape)}")
+    raw = np.frombuffer(base64.b64decode(data["data"], validate=True), dtype=np.uint8)
+    n = shape[0] * shape[1]
+    if raw.size != (n + 7) // 8:
+        raise ValueError(
+            f"mask data holds {raw.size} bytes, shape {list(shape)} needs {(n + 7) // 8}"
+        )
+    return np.unpackbits(raw, count=n).reshape(shape).astype(bool)
 
 
 class Session:
@@ -274,7 +371,8 @@ class Session:
     max_slices : int, optional
         Track at most this many slices from each anchor in each direction.
     slice_range : (int, int), optional
-        Inclusive range of slice indices propagation may fill (default: all).
+        Inclusive range of slice indices propagation may fill (default: all). Prompts outside
+        it are refused (:class:`~sam2_med.errors.PromptError`): tracking never jumps a gap.
     encoder_batch : int
         Slices encoded together when tracking reaches an uncached slice (look-ahead along the
         run; 1 disables batching).
@@ -287,6 +385,23 @@ class Session:
         Agreement threshold of ``converge_after``.
     undo_depth : int
         Interactions :meth:`undo` can take back.
+    fill_hole_area : int
+        Meta's hole filling: background regions of at most this many low-resolution pixels
+        inside an output become foreground (default 8, Meta's video-predictor setting; 0 turns
+        it off). Applied where Meta applies it (see the module docstring).
+    sprinkle_area : int
+        Remove foreground regions of at most this many low-resolution pixels from outputs
+        (Meta's image predictor's ``max_sprinkle_area``; default 0: off, as in Meta's video
+        predictor). Never changes memory.
+    reset_between_directions : bool, optional
+        Track the backward part of each run from a fresh memory bank (the anchors alone), as
+        MedSAM2's CT inference script does (forward, ``reset_state``, prompt again, reverse).
+        False: the backward part sees the forward slices next to the anchor, as Meta's
+        predictor does without a reset. None (default): True for the ``medsam2`` model, False
+        for every other.
+    exact_mask_memory : bool
+        True (default): a mask prompt's memory is encoded from the exact mask. False: from the
+        mask brought to the low-resolution logits and back, as Meta's predictor does.
 
     Attributes
     ----------
@@ -297,6 +412,38 @@ class Session:
     n_slices : int
     stats : SessionStats
         Encoder/decoder counters for tests and benchmarks.
+
+    Notes
+    -----
+    Deliberate departures from Meta's ``SAM2VideoPredictor`` (each is also in the README; the
+    parity tests emulate the departure on Meta's side to show it is the only difference):
+
+    1. **Nearest-anchor stretches.** Each slice is tracked from its nearest anchor, forward
+       above it and backward below it; Meta runs one pass over the whole video from the first
+       prompted frame. Every slice stays within half a gap of a prompt, and a correction
+       re-runs only the slices now nearer to it.
+    2. **A fresh memory bank per run.** Each run starts from the object's anchors alone; Meta
+       keeps every tracked frame of earlier passes in one state. A run's result then depends
+       only on the anchors and the image, re-propagation is deterministic and the memory held
+       is bounded. (A correction click does read the tracked neighbours, as Meta does.)
+    3. **Exact mask prompts.** A mask prompt is resized to the model input by nearest neighbour
+       (Meta: bilinear, then >= 0.5), its memory is encoded from the mask itself (Meta: from the
+       mask brought down to 1/4 and back up, in which thin vessels and 2-3 px lesions vanish),
+       and it is the slice's result voxel for voxel. ``exact_mask_memory=False`` restores
+       Meta's memory encoding.
+    4. **An anchor is refined the way it was made.** Further clicks on a prompted slice are
+       decoded memory-free if its first prompt was, or as a correction from the same direction,
+       never with the slice's own earlier memory; Meta decodes any click on a frame it has
+       propagated through with memory, that frame's own earlier memory included. The result of
+       refining a prompted slice then does not depend on whether a propagation ran in between.
+    5. **Frames stay in float.** Slices are resized with Meta's and MedSAM2's filter (PIL's
+       bicubic, antialiased, clipped to [0, 1] after each pass) computed in float; Meta and
+       MedSAM2 store frames as 8-bit images first, which rounds each pixel by up to 1/255. CT
+       intensities are never quantised here.
+
+    The interaction log replays in order rather than making the result order-independent: a
+    correction on a tracked slice reads memory that exists only after a propagation, so the same
+    clicks given before and after propagating are different interactions, in SAM 2 as here.
     """
 
     def __init__(
@@ -315,10 +462,26 @@ class Session:
         converge_after: int | None = None,
         converge_iou: float = 0.98,
         undo_depth: int = 50,
+        fill_hole_area: int = FILL_HOLE_AREA,
+        sprinkle_area: int = 0,
+        reset_between_directions: bool | None = None,
+        exact_mask_memory: bool = True,
     ) -> None:
         self.loaded = _as_loaded(model)
         self.model: Sam2VideoModel = self.loaded.model
-        self.engine = Sam2Engine(self.model)
+        if int(fill_hole_area) < 0 or int(sprinkle_area) < 0:
+            raise ValueError("fill_hole_area and sprinkle_area must be >= 0")
+        self.fill_hole_area = int(fill_hole_area)
+        self.sprinkle_area = int(sprinkle_area)
+        self.exact_mask_memory = bool(exact_mask_memory)
+        if reset_between_directions is None:
+            reset_between_directions = _model_resets_between_directions(self.loaded)
+        self.reset_between_directions = bool(reset_between_directions)
+        self.engine = Sam2Engine(
+            self.model,
+            fill_hole_area=self.fill_hole_area,
+            exact_mask_memory=self.exact_mask_memory,
+        )
         size = int(self.loaded.image_size)
         if image_size is not None and int(image_size) != size:
             raise ValueError(
@@ -326,6 +489,7 @@ class Session:
                 "model's configuration fixes it"
             )
         self.stream = SliceStream(volume, axis=axis, intensity=window, image_size=size)
+        self._window_requested = window  # for the run record ("auto", a preset, (c, w)...)
         self.volume = volume
         self.axis = self.stream.axis
         self.axis_index = self.stream.axis_index
@@ -362,6 +526,7 @@ class Session:
         self._suspended: _Run | None = None
         self._n_mem = self.engine.num_maskmem - 1  # non-conditioning memory frames read
         self._n_ptr = self.engine.max_object_pointers - 1  # non-cond pointers read
+        self._events: list[dict[str, Any]] = []
 
     # -- objects ----------------------------------------------------------------------------
     @property
@@ -394,8 +559,10 @@ class Session:
         if label in self._objects:
             if name is not None:
                 self._objects[label].name = str(name)
+                self._events.append({"op": "add_object", "label": label, "name": str(name)})
             return label
         self._objects[label] = _Object(label, str(name) if name else f"object {label}")
+        self._events.append({"op": "add_object", "label": label, "name": self._objects[label].name})
         return label
 
     def remove_object(self, label: int) -> None:
@@ -405,6 +572,7 @@ class Session:
         self._history = [(lab, s) for lab, s in self._history if lab != int(label)]
         if self._suspended is not None and self._suspended.label == int(label):
             self._suspended = None
+        self._events.append({"op": "remove_object", "label": int(label)})
 
     def anchors(self, label: int) -> tuple[int, ...]:
         """Prompted slices of an object, ascending."""
@@ -420,21 +588,31 @@ class Session:
             ) from None
 
     # -- prompts ----------------------------------------------------------------------------
-    def _slice_of(self, ijk: np.ndarray, what: str) -> int:
+    def _voxels(self, ijk: Any, what: str) -> np.ndarray:
+        """Validated (N, 3) int64 voxel indices inside the volume."""
         ijk = np.asarray(ijk)
+        if ijk.ndim == 1 and ijk.size == 3:
+            ijk = ijk[None]
         if ijk.ndim != 2 or ijk.shape[1] != 3 or ijk.shape[0] == 0:
             raise PromptError(f"{what} must be voxel indices of shape (N, 3), got {ijk.shape}")
-        if not np.all(np.isfinite(ijk.astype(np.float64))):
+        try:
+            f = ijk.astype(np.float64)
+        except (TypeError, ValueError):
+            raise PromptError(f"{what} must be numbers, got {ijk.tolist()}") from None
+        if not np.all(np.isfinite(f)):
             raise PromptError(f"{what} contain non-finite values")
-        if not np.all(np.equal(np.mod(ijk.astype(np.float64), 1), 0)):
+        if not np.all(np.equal(np.mod(f, 1), 0)):
             raise PromptError(f"{what} must be integer voxel indices, got {ijk.tolist()}")
-        ijk = ijk.astype(np.int64)
+        ijk = f.astype(np.int64)
         shape = np.asarray(self.volume.shape)
         bad = np.any((ijk < 0) | (ijk >= shape), axis=1)
         if bad.any():
             raise PromptError(
                 f"{what} {ijk[bad].tolist()} outside the volume of shape {tuple(shape)}"
             )
+        return ijk
+
+    def _slice_of(self, ijk: np.ndarray, what: str) -> int:
         ks = np.unique(ijk[:, self.axis_index])
         if ks.size != 1:
             raise PromptError(
@@ -442,6 +620,145 @@ class Session:
                 f"{self.axis_index}); all prompts of one call must be on one slice"
             )
         return int(ks[0])
+
+    def add_prompts(
+        self,
+        label: int,
+        *,
+        points: np.ndarray | Sequence | None = None,
+        point_labels: np.ndarray | Sequence | None = None,
+        box: tuple[np.ndarray | Sequence, np.ndarray | Sequence] | None = None,
+        mask: np.ndarray | None = None,
+        slice_index: int | None = None,
+    ) -> SliceResult:
+        """Give all of one slice's new prompts for one object; that slice becomes an anchor.
+
+        This is the one way prompts enter a session (the API, the command line, batch jobs and
+        the napari widget all call it; :meth:`add_points`, :meth:`add_box` and
+        :meth:`add_mask` are shorthands). The allowed combinations, checked here:
+
+        * points with their labels, optionally with one box (the box goes first, as SAM 2 was
+          trained; the clicks refine it in the same decoder run);
+        * a box alone;
+        * a mask alone (``slice_index`` required).
+
+        Parameters
+        ----------
+        label : int
+            The object.
+        points : (N, 3) array_like of int, optional
+            Voxel indices ``(i, j, k)`` of ``volume.array``, all on one slice along the session
+            axis.
+        point_labels : (N,) array_like of int, optional
+            1 = positive (inside), 0 = negative (outside); required with ``points``.
+        box : (corner_a_ijk, corner_b_ijk), optional
+            Two opposite corners on the same slice; the box spans the centres of the two corner
+            voxels (any order).
+        mask : (A, B) array_like of bool, optional
+            The object on one slice, shaped like
+            ``np.take(volume.array, slice_index, axis=session.axis_index)``.
+        slice_index : int, optional
+            The slice; required with ``mask``, checked against the points and box otherwise.
+
+        Returns
+        -------
+        SliceResult
+            The preview of that slice (the object's new anchor output).
+
+        Raises
+        ------
+        PromptError
+            Any other combination, coordinates outside the volume or on several slices, a
+            slice outside ``slice_range``, an unknown object.
+
+        Notes
+        -----
+        A box or a mask restarts the slice's prompts. Clicks alone accumulate after the
+        slice's earlier clicks (and box). When the slice has a tracked result for the object,
+        the prompt is a correction, decoded with memory (module docstring); when it has any
+        result, its low-resolution logits are the decoder's mask prompt. A mask never reads
+        memory and is the slice's result exactly.
+        """
+        obj = self._obj(label)
+        if mask is not None and (points is not None or point_labels is not None or box is not None):
+            raise PromptError(
+                "a mask prompt is the whole prompt of its slice: give points (and a box), or a "
+                "mask, not both"
+            )
+        if mask is None and points is None and box is None:
+            raise PromptError("no prompt given: give points with labels, a box, or a mask")
+        if (points is None) != (point_labels is None):
+            raise PromptError("points and point_labels go together: give both or neither")
+        event: dict[str, Any] = {"op": "prompt", "label": obj.label}
+        if mask is not None:
+            if slice_index is None:
+                raise PromptError("a mask prompt needs slice_index: the slice it lies on")
+            k = int(slice_index)
+            if not 0 <= k < self.n_slices:
+                raise PromptError(f"slice index {k} outside 0..{self.n_slices - 1}")
+            m = np.asarray(mask)
+            if m.shape != self.stream.slice_shape:
+                raise PromptError(
+                    f"mask shape {m.shape} differs from the {self.axis} slice shape "
+                    f"{self.stream.slice_shape} (np.take(volume.array, k, axis={self.axis_index}))"
+                )
+            m = m.astype(bool).copy()
+            m.flags.writeable = False
+            self._check_in_range(k)
+            reached = self._reached(obj, k)
+            prompt = _Prompt(np.zeros((0, 2), np.float32), np.zeros(0, np.int32), m, reached)
+            event.update(slice=k, mask=encode_mask(m))
+            return self._prompt(obj, k, prompt, event)
+        coords = np.zeros((0, 2), np.float32)
+        plabs = np.zeros(0, np.int32)
+        k = None
+        pts = labs = None
+        if points is not None:
+            pts = self._voxels(points, "points")
+            k = self._slice_of(pts, "points")
+            labs = np.asarray(point_labels).reshape(-1)
+            if labs.shape[0] != pts.shape[0]:
+                raise PromptError(f"{pts.shape[0]} points but {labs.shape[0]} point labels")
+            if not np.all(np.isin(labs, (0, 1))):
+                raise PromptError(
+                    f"point labels must be 1 (positive) or 0 (negative), got {labs.tolist()}"
+                )
+            labs = labs.astype(np.int64)
+        corners = None
+        if box is not None:
+            if len(box) != 2:
+                raise PromptError("a box is two opposite corners (corner_a_ijk, corner_b_ijk)")
+            corners = self._voxels(
+                np.stack([np.asarray(box[0]).reshape(-1), np.asarray(box[1]).reshape(-1)]),
+                "box corners",
+            )
+            bk = self._slice_of(corners, "box corners")
+            if k is not None and bk != k:
+                raise PromptError(f"the box is on slice {bk}, the points on slice {k}")
+            k = bk
+            _, bxy = self.stream.voxel_to_model_xy(corners)
+            coords = np.stack([bxy.min(axis=0), bxy.max(axis=0)]).astype(np.float32)
+            plabs = np.array([2, 3], np.int32)
+        assert k is not None
+        if slice_index is not None and int(slice_index) != k:
+            raise PromptError(f"the prompts lie on slice {k}, not on slice_index {slice_index}")
+        self._check_in_range(k)
+        if pts is not None:
+            _, xy = self.stream.voxel_to_model_xy(pts)
+            coords = np.concatenate([coords, xy.astype(np.float32)])
+            plabs = np.concatenate([plabs, labs.astype(np.int32)])
+        old = obj.prompts.get(k)
+        if box is None and old is not None and old.mask is None:
+            coords = np.concatenate([old.coords, coords])
+            plabs = np.concatenate([old.labels, plabs])
+        event.update(
+            slice=k,
+            points=None if pts is None else _ijk_list(pts),
+            point_labels=None if labs is None else labs.tolist(),
+            box=None if corners is None else _ijk_list(corners),
+        )
+        prompt = _Prompt(coords, plabs, None, self._reached(obj, k))
+        return self._prompt(obj, k, prompt, event)
 
     def add_points(
         self,
@@ -451,133 +768,42 @@ class Session:
         *,
         box: tuple[np.ndarray | Sequence, np.ndarray | Sequence] | None = None,
     ) -> SliceResult:
-        """Add clicks on one slice; that slice becomes an anchor of the object.
-
-        Parameters
-        ----------
-        label : int
-            The object.
-        points_ijk : (N, 3) array_like of int
-            Voxel indices ``(i, j, k)`` of ``volume.array``, all on one slice along the session
-            axis.
-        point_labels : (N,) array_like of int
-            1 = positive (inside), 0 = negative (outside).
-        box : (corner_a_ijk, corner_b_ijk), optional
-            A box on the same slice given together with the clicks, in one decoder run (as
-            :meth:`add_box` followed by clicks would be, except that the clicks do not see the
-            box-only result as a mask prompt). It restarts the slice's prompts like
-            :meth:`add_box`.
-
-        Returns
-        -------
-        SliceResult
-            The preview of that slice (the object's new anchor output).
-
-        Notes
-        -----
-        Clicks accumulate on the slice after any earlier clicks or box; they replace a mask
-        prompt of that slice (the mask's logits still guide the decoder). When the slice already
-        has a result for the object, its low-resolution logits are the decoder's mask prompt.
-        """
-        obj = self._obj(label)
-        pts = np.asarray(points_ijk)
-        if pts.ndim == 1 and pts.size == 3:
-            pts = pts[None]
-        k = self._slice_of(pts, "points")
-        labs = np.asarray(point_labels).reshape(-1)
-        if labs.shape[0] != pts.shape[0]:
-            raise PromptError(f"{pts.shape[0]} points but {labs.shape[0]} point labels")
-        if not np.all(np.isin(labs, (0, 1))):
-            raise PromptError(
-                f"point labels must be 1 (positive) or 0 (negative), got {labs.tolist()}"
-            )
-        _, xy = self.stream.voxel_to_model_xy(pts.astype(np.int64))
-        old = obj.prompts.get(k)
-        if box is not None:
-            bk, bxy = self._box_xy(box[0], box[1])
-            if bk != k:
-                raise PromptError(f"the box is on slice {bk}, the points on slice {k}")
-            coords = np.concatenate([bxy, xy.astype(np.float32)])
-            plabs = np.concatenate([np.array([2, 3], np.int32), labs.astype(np.int32)])
-            return self._prompt(obj, k, _Prompt(coords, plabs))
-        if old is not None and old.mask is None:
-            coords = np.concatenate([old.coords, xy.astype(np.float32)])
-            plabs = np.concatenate([old.labels, labs.astype(np.int32)])
-        else:
-            coords, plabs = xy.astype(np.float32), labs.astype(np.int32)
-        return self._prompt(obj, k, _Prompt(coords, plabs))
+        """Clicks (and optionally a box) on one slice: ``add_prompts(label, points=..., ...)``."""
+        return self.add_prompts(label, points=points_ijk, point_labels=point_labels, box=box)
 
     def add_box(
         self, label: int, corner_a_ijk: np.ndarray | Sequence, corner_b_ijk: np.ndarray | Sequence
     ) -> SliceResult:
-        """Add a box on one slice; that slice becomes an anchor of the object.
-
-        Parameters
-        ----------
-        label : int
-        corner_a_ijk, corner_b_ijk : (3,) array_like of int
-            Voxel indices of two opposite corners on the same slice; the box spans the centres
-            of the two corner voxels (any order).
-
-        Returns
-        -------
-        SliceResult
-
-        Notes
-        -----
-        A box restarts the slice's prompts (as in SAM 2, a box comes before any click): earlier
-        clicks, box or mask on that slice are replaced. Add clicks after the box to refine it.
-        """
-        obj = self._obj(label)
-        k, box = self._box_xy(corner_a_ijk, corner_b_ijk)
-        return self._prompt(obj, k, _Prompt(box, np.array([2, 3], np.int32)))
-
-    def _box_xy(self, corner_a_ijk, corner_b_ijk) -> tuple[int, np.ndarray]:
-        """Slice index and (2, 2) float32 model-pixel box ``[[x0, y0], [x1, y1]]``."""
-        corners = np.stack(
-            [np.asarray(corner_a_ijk).reshape(-1), np.asarray(corner_b_ijk).reshape(-1)]
-        )
-        k = self._slice_of(corners, "box corners")
-        _, xy = self.stream.voxel_to_model_xy(corners.astype(np.int64))
-        return k, np.stack([xy.min(axis=0), xy.max(axis=0)]).astype(np.float32)
+        """A box on one slice: ``add_prompts(label, box=(corner_a_ijk, corner_b_ijk))``."""
+        return self.add_prompts(label, box=(corner_a_ijk, corner_b_ijk))
 
     def add_mask(self, label: int, slice_index: int, mask2d: np.ndarray) -> SliceResult:
-        """Give the object's mask on one slice; that slice becomes an anchor.
+        """A mask on one slice: ``add_prompts(label, mask=mask2d, slice_index=slice_index)``."""
+        return self.add_prompts(label, mask=mask2d, slice_index=slice_index)
 
-        Parameters
-        ----------
-        label : int
-        slice_index : int
-            Index along the session axis.
-        mask2d : (A, B) array_like of bool
-            Shaped like ``np.take(volume.array, slice_index, axis=session.axis_index)``.
-            Replaces any clicks or box of that slice; the slice's accepted mask is exactly this.
-
-        Returns
-        -------
-        SliceResult
-        """
-        obj = self._obj(label)
-        k = int(slice_index)
-        if not 0 <= k < self.n_slices:
-            raise PromptError(f"slice index {k} outside 0..{self.n_slices - 1}")
-        m = np.asarray(mask2d)
-        if m.shape != self.stream.slice_shape:
+    def _check_in_range(self, k: int) -> None:
+        lo, hi = self.slice_range
+        if not lo <= k <= hi:
             raise PromptError(
-                f"mask shape {m.shape} differs from the {self.axis} slice shape "
-                f"{self.stream.slice_shape} (np.take(volume.array, k, axis={self.axis_index}))"
+                f"slice {k} is outside this session's slice_range {lo}..{hi}; prompt a slice "
+                "inside the range (propagation never fills slices outside it)"
             )
-        m = m.astype(bool).copy()
-        m.flags.writeable = False
-        return self._prompt(obj, k, _Prompt(np.zeros((0, 2), np.float32), np.zeros(0, np.int32), m))
 
-    def _prompt(self, obj: _Object, k: int, prompt: _Prompt) -> SliceResult:
+    def _reached(self, obj: _Object, k: int) -> int:
+        """How a new prompt on slice ``k`` is decoded: 0 memory-free, +-1 as a correction."""
+        old = obj.prompts.get(k)
+        if old is not None:
+            return old.reached  # an anchor is refined the way it was made
+        rec = obj.results.get(k)
+        return rec.direction if rec is not None and rec.tracked else 0
+
+    def _prompt(self, obj: _Object, k: int, prompt: _Prompt, event: dict) -> SliceResult:
         prior = None
         if prompt.mask is None:
             old = obj.results.get(k)
             if old is not None and old.logits is not None:
-                prior = old.logits.to(torch.float32).clamp(-32.0, 32.0)[None, None]
-        out = self._decode_anchor(obj.label, k, prompt, prior)
+                prior = self._filled(old.logits).clamp(-_PRIOR_CLAMP, _PRIOR_CLAMP)
+        out = self._decode_anchor(obj, k, prompt, prior)
         self._history.append((obj.label, obj.snapshot()))
         del self._history[: max(0, len(self._history) - self.undo_depth)]
         # slices this anchor changes: its territory, the slices nearer to it than to the
@@ -592,19 +818,14 @@ class Session:
         obj.dirty.update(s for s in range(max(start, lo), min(stop, hi) + 1) if s != k)
         obj.dirty.discard(k)
         obj.generation += 1
-        logits = logits_of(out).to("cpu", torch.float32)  # results live on the host
-        mask = (
-            prompt.mask
-            if prompt.mask is not None
-            else self.stream.frame_logits_to_slice(logits) > 0
-        )
-        score = score_of(out)
-        obj.results[k] = self._record(mask, score, logits)
+        rec, logits, mask = self._accept(out, 0, prompt.mask)
+        obj.results[k] = rec
+        self._events.append(event)
         return SliceResult(
             k,
-            {obj.label: np.array(mask, bool)},
-            {obj.label: score},
-            {obj.label: int(mask.sum())},
+            {obj.label: mask},
+            {obj.label: rec.score},
+            {obj.label: rec.area},
             {obj.label: logits.numpy().copy()},
             0,
         )
@@ -615,6 +836,7 @@ class Session:
         Restores the object's prompts, anchors, masks and pending work to what they were
         before that prompt. Returns False when there is nothing to undo.
         """
+        self._events.append({"op": "undo"})
         while self._history:
             label, snap = self._history.pop()
             obj = self._objects.get(label)
@@ -625,6 +847,50 @@ class Session:
                 self._suspended = None
             return True
         return False
+
+    # -- the interaction log ------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """The parameters that decide this session's results, JSON-ready (for the log).
+
+        ``window`` is the resolved intensity transform (its fields), so a replay applies the
+        same numbers even when it was chosen from the data (``"auto"`` percentiles).
+        """
+        return {
+            "axis": self.axis,
+            "window": dataclasses.asdict(self.stream.intensity),
+            "slice_range": list(self.slice_range),
+            "stop_after_empty": self.stop_after_empty,
+            "max_slices": self.max_slices,
+            "encoder_batch": self.encoder_batch,
+            "converge_after": self.converge_after,
+            "converge_iou": self.converge_iou,
+            "undo_depth": self.undo_depth,
+            "fill_hole_area": self.fill_hole_area,
+            "sprinkle_area": self.sprinkle_area,
+            "reset_between_directions": self.reset_between_directions,
+            "exact_mask_memory": self.exact_mask_memory,
+        }
+
+    def interactions(self) -> dict[str, Any]:
+        """Everything done in this session, in order, as a versioned JSON-ready record.
+
+        The schema is documented in :mod:`sam2_med.interactions`;
+        :func:`sam2_med.interactions.replay` runs it on a new session of the same image and
+        model and gives the same label map voxel for voxel. Every mask sidecar written by the
+        API, the command line and the napari widget carries it.
+        """
+        name, version = INTERACTIONS_SCHEMA
+        return {
+            "schema": name,
+            "version": version,
+            "space": "voxel",
+            "image_shape": [int(v) for v in self.volume.shape],
+            "axis_index": int(self.axis_index),
+            "model": str(getattr(self.loaded, "name", "custom")),
+            "dtype": str(self.loaded.dtype).replace("torch.", ""),
+            "session": self.settings(),
+            "events": copy.deepcopy(self._events),
+        }
 
     # -- model calls ------------------------------------------------------------------------
     def _compute(self) -> contextlib.AbstractContextManager:
@@ -646,34 +912,99 @@ class Session:
     def _new_state(self, obj: _Object | None) -> TrackingState:
         return self.engine.new_state(self.n_slices, self._cache, obj.cond if obj else None)
 
+    def _correction_state(self, obj: _Object, k: int, d: int) -> TrackingState:
+        """The memory bank SAM 2 decodes a correction on slice ``k`` (reached in direction ``d``)
+        with: the other anchors as conditioning frames, and the object's accepted tracked
+        results behind ``k`` as tracked frames (object pointers up to 15 slices back, memory
+        re-encoded for the last 6), whichever run produced them, as in Meta's state."""
+        st = self.engine.new_state(
+            self.n_slices, self._cache, {a: out for a, out in obj.cond.items() if a != k}
+        )
+        behind: list[tuple[int, int, _Record]] = []
+        for t in range(1, self._n_ptr + 1):
+            f = k - d * t
+            if not 0 <= f < self.n_slices:
+                break
+            rec = obj.results.get(f)
+            if f in obj.prompts or rec is None or not rec.tracked:
+                continue
+            behind.append((t, f, rec))
+        self._cache.ensure([k] + [f for t, f, _ in behind if t <= self._n_mem])
+        for t, f, rec in behind:
+            assert rec.logits is not None and rec.score_logits is not None
+            self.engine.restore_tracked(
+                st,
+                f,
+                logits=rec.logits,
+                score_logits=rec.score_logits,
+                pointer=rec.pointer,
+                reverse=rec.direction < 0,
+                with_memory=t <= self._n_mem,
+            )
+        self.stats.correction_memory.append(
+            (obj.label, k, tuple(f for t, f, _ in behind if t <= self._n_mem))
+        )
+        return st
+
     def _decode_anchor(
-        self, label: int, k: int, prompt: _Prompt, prior: torch.Tensor | None
+        self, obj: _Object, k: int, prompt: _Prompt, prior: torch.Tensor | None
     ) -> FrameOutput:
-        st = self._new_state(None)
-        self._cache.ensure([k])
         with self._compute():
             if prompt.mask is not None:
-                out = self.engine.decode_prompt(st, k, mask=self.stream.mask_to_frame(prompt.mask))
+                self._cache.ensure([k])
+                out = self.engine.decode_prompt(
+                    self._new_state(None), k, mask=self.stream.mask_to_frame(prompt.mask)
+                )
             else:
+                if prompt.reached:
+                    st = self._correction_state(obj, k, prompt.reached)
+                else:
+                    st = self._new_state(None)
+                    self._cache.ensure([k])
                 out = self.engine.decode_prompt(
                     st,
                     k,
                     points=torch.from_numpy(prompt.coords),
                     labels=torch.from_numpy(prompt.labels),
-                    prior=None if prior is None else prior[0, 0],
+                    prior=prior,
+                    with_memory=bool(prompt.reached),
+                    reverse=prompt.reached < 0,
                 )
         self.stats.decoded_slices.append(k)
-        self.stats.decoded.append((label, k))
+        self.stats.decoded.append((obj.label, k))
         return out
 
-    def _record(self, mask: np.ndarray, score: float, logits: torch.Tensor | None) -> _Record:
+    def _filled(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits as Meta's predictor stores them: holes filled (the mask prompt of a click)."""
+        return fill_holes(logits, self.fill_hole_area)
+
+    def _output_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits as output: holes filled, then (if asked) small sprinkles removed."""
+        return remove_sprinkles(self._filled(logits), self.sprinkle_area)
+
+    def _accept(
+        self, out: FrameOutput, direction: int, mask: np.ndarray | None = None
+    ) -> tuple[_Record, torch.Tensor, np.ndarray]:
+        """The record of a model output, its output logits and its slice mask."""
+        raw = logits_of(out).detach().to("cpu", torch.float32).clone()  # results live on the host
+        shown = self._output_logits(raw)
+        if mask is None:
+            mask = self.stream.frame_logits_to_slice(shown) > 0
         mask = np.asarray(mask, bool)
-        return _Record(
+        rec = _Record(
             np.packbits(mask, axis=None),
             int(mask.sum()),
-            float(score),
-            None if logits is None else logits.detach().to(torch.float16).clone(),
+            score_of(out),
+            raw,
+            score_logits_of(out).detach().to("cpu").clone(),
+            pointer_of(out).detach().to("cpu").clone(),
+            direction,
         )
+        return rec, shown, mask
+
+    def _empty(self, direction: int) -> _Record:
+        mask = np.zeros(self.stream.slice_shape, bool)
+        return _Record(np.packbits(mask, axis=None), 0, math.nan, direction=direction)
 
     def _agrees(self, mask: np.ndarray, rec: _Record) -> bool:
         union = int(mask.sum()) + rec.area
@@ -753,7 +1084,14 @@ class Session:
         ------
         SliceResult
             One per slice and object as it is computed (``masks`` holds that object only).
+
+        Notes
+        -----
+        The interaction log records the call with the number of slice results it yielded and
+        whether it ran to the end, so a replay stops where a cancel stopped it.
         """
+        event = {"op": "propagate", "slices": 0, "complete": False}
+        self._events.append(event)
         runs: list[_Run] = []
         resumed: set[int] = set()
         if self._suspended is not None:
@@ -774,6 +1112,7 @@ class Session:
             gen = self._step_run(run, cancel)
             try:
                 for res in gen:
+                    event["slices"] += 1
                     if progress is not None:
                         progress(done + run.pos - start, total)
                     yield res
@@ -784,20 +1123,20 @@ class Session:
             if run.pos < len(run.steps):
                 return
             done += run.pos - start
+        event["complete"] = True
         if progress is not None and total:
             progress(total, total)
 
     def _step_run(self, run: _Run, cancel: Callable[[], bool] | None) -> Iterator[SliceResult]:
         obj = self._objects[run.label]
-        if run.state is None:
-            run.state = self._new_state(obj)
-        st = run.state
         while run.pos < len(run.steps):
+            # cancel is polled before anything of a step happens, so a cancel and a caller that
+            # stops iterating after the same result leave the session in the same state
+            if cancel is not None and cancel():
+                return
             k, d = run.steps[run.pos]
             if d in run.stopped:
-                obj.results[k] = self._record(
-                    np.zeros(self.stream.slice_shape, bool), math.nan, None
-                )
+                obj.results[k] = self._empty(d)
                 obj.dirty.discard(k)
                 run.pos += 1
                 continue
@@ -805,19 +1144,21 @@ class Session:
                 obj.dirty.discard(k)
                 run.pos += 1
                 continue
-            if cancel is not None and cancel():
-                return
+            if run.state is None or (
+                self.reset_between_directions and d < 0 and run.state_direction > 0
+            ):
+                # a fresh bank of the anchors (MedSAM2's reset between directions)
+                run.state = self._new_state(obj)
+            run.state_direction = d
             ahead = [s for s, dd in run.steps[run.pos : run.pos + self.encoder_batch] if dd == d]
             self._cache.ensure(ahead)
             with self._compute():
-                out = self.engine.track(st, k, reverse=d < 0)
+                out = self.engine.track(run.state, k, reverse=d < 0)
             self.stats.decoded_slices.append(k)
             self.stats.decoded.append((obj.label, k))
-            logits = logits_of(out).to("cpu", torch.float32)  # results live on the host
-            score = score_of(out)
-            mask = self.stream.frame_logits_to_slice(logits) > 0
             old = obj.results.get(k)
-            obj.results[k] = self._record(mask, score, logits)
+            rec, logits, mask = self._accept(out, d)
+            obj.results[k] = rec
             obj.dirty.discard(k)
             self._prune(run, k, d)
             run.pos += 1
@@ -827,14 +1168,14 @@ class Session:
                 if run.agree_run[d] >= self.converge_after:
                     run.converged.add(d)
             if self.stop_after_empty is not None:
-                run.empty_run[d] = run.empty_run[d] + 1 if score <= 0 else 0
+                run.empty_run[d] = run.empty_run[d] + 1 if rec.score <= 0 else 0
                 if run.empty_run[d] >= self.stop_after_empty:
                     run.stopped.add(d)
             yield SliceResult(
                 k,
                 {obj.label: mask},
-                {obj.label: score},
-                {obj.label: int(mask.sum())},
+                {obj.label: rec.score},
+                {obj.label: rec.area},
                 {obj.label: logits.numpy().copy()},
                 d,
             )
@@ -877,8 +1218,10 @@ class Session:
         -------
         LabelVolume
             ``uint8`` (``uint16`` when a label exceeds 255), shape ``volume.shape``, names from
-            :attr:`objects`. Overlaps go to the object added first: later objects take only
-            voxels no earlier object claimed.
+            :attr:`objects`. The first object added wins an overlap: later objects take only
+            voxels no earlier object claimed. ``extra[RUN_RECORD_KEY]`` is :meth:`run_record`
+            (model, axis, window and :meth:`interactions`), so a mask saved from it
+            (:func:`sam2_med.io.save_mask`) carries a sidecar that replays this session.
         """
         dtype = np.uint8 if max(self._objects, default=0) <= 255 else np.uint16
         out = np.zeros(self.volume.shape, dtype)
@@ -889,7 +1232,31 @@ class Session:
                 idx = self.stream.slice_to_volume_index(k)
                 view = out[idx]
                 view[self._mask_of(rec) & (view == 0)] = label
-        return LabelVolume(out, self.volume, dict(self.objects))
+        return LabelVolume(
+            out, self.volume, dict(self.objects), {RUN_RECORD_KEY: self.run_record()}
+        )
+
+    def run_record(self) -> dict[str, Any]:
+        """The run record a mask sidecar carries (``extra.sam2_med_run``), JSON-ready.
+
+        The same fields as :func:`sam2_med.segment`'s record where a session knows them:
+        ``status`` (``"complete"``, or ``"partial"`` while slices are pending), the model
+        (:func:`sam2_med.api.model_record`), ``axis``, ``axis_index``, ``window`` as requested
+        and as applied (:func:`sam2_med.api.window_record`), ``image_notes`` and
+        ``interactions`` (:meth:`interactions`, what ``sam2-med segment IMAGE --prompts
+        SIDECAR.json`` replays).
+        """
+        from .api import model_record, window_record
+
+        return {
+            "status": "complete" if self.pending() == 0 else "partial",
+            **model_record(self.loaded),
+            "axis": self.axis,
+            "axis_index": int(self.axis_index),
+            "window": window_record(self._window_requested, self.stream.intensity, self.volume),
+            "image_notes": list(self.volume.provenance.notes),
+            "interactions": self.interactions(),
+        }
 
     def profile(self, label: int) -> SliceProfile:
         """Per-slice object score and mask area of one object (NaN where not computed)."""

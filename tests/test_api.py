@@ -38,16 +38,17 @@ class RecordingSession:
         self.calls.append(("object", label, name))
         return label
 
-    def add_mask(self, label, slice_index, mask2d):
-        self.calls.append(("mask", label, slice_index, mask2d.shape))
-        self.labels[:, :, slice_index][mask2d] = label
-
-    def add_box(self, label, a, b):
-        self.calls.append(("box", label, tuple(a), tuple(b)))
-
-    def add_points(self, label, points, point_labels, *, box=None):
+    def add_prompts(
+        self, label, *, points=None, point_labels=None, box=None, mask=None, slice_index=None
+    ):
+        if mask is not None:
+            self.calls.append(("mask", label, slice_index, mask.shape))
+            self.labels[:, :, slice_index][mask] = label
+            return
         box = None if box is None else (tuple(box[0]), tuple(box[1]))
-        self.calls.append(("points", label, points.tolist(), point_labels.tolist(), box))
+        points = None if points is None else points.tolist()
+        point_labels = None if point_labels is None else point_labels.tolist()
+        self.calls.append(("prompts", label, slice_index, points, point_labels, box))
 
     def propagate(self, *, cancel=None, progress=None):
         n = self.volume.shape[2]
@@ -124,10 +125,11 @@ def test_prompts_reach_the_session_in_voxel_indices(tmp_path, vol, model):
         ("object", 2, "spleen"),
         ("object", 3, "kidney"),
         ("mask", 1, 3, (10, 8)),
-        ("points", 2, [[4, 5, 2], [1, 1, 2]], [1, 0], None),
-        ("points", 2, [[0, 0, 3]], [1], None),
-        ("box", 2, (0, 0, 4), (3, 3, 4)),
-        ("points", 3, [[2, 2, 2]], [1], ((0, 0, 2), (3, 3, 2))),
+        # one call per slice with all of its prompts
+        ("prompts", 2, 2, [[4, 5, 2], [1, 1, 2]], [1, 0], None),
+        ("prompts", 2, 3, [[0, 0, 3]], [1], None),
+        ("prompts", 2, 4, None, None, ((0, 0, 4), (3, 3, 4))),
+        ("prompts", 3, 2, [[2, 2, 2]], [1], ((0, 0, 2), (3, 3, 2))),
     ]
     assert progress == [(k + 1, 6) for k in range(6)]
     assert result.scores[1].tolist() == [-2.0, -1.0, 0.0, 1.0, 2.0, 3.0]

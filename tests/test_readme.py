@@ -81,3 +81,44 @@ def test_python_example_runs_as_printed(readme_example, tmp_path, monkeypatch) -
     assert saved.shape == image.shape == (112, 96, 40)
     np.testing.assert_allclose(saved.affine, image.affine, atol=1e-5)
     assert len(result.scores[1]) == 40 and np.isfinite(result.scores[1]).all()
+
+
+def _departures(text: str) -> dict[str, str]:
+    """The numbered list after "departures from Meta": ``{bold title: its text}``."""
+    start = text.index("departures from Meta")
+    items = re.findall(
+        r"^\s*\d+\. \*\*(.+?)\*\*(.*?)(?=^\s*\d+\. \*\*|^\s*$)",
+        text[start:] + "\n\n",
+        flags=re.S | re.M,
+    )
+    out: dict[str, str] = {}
+    for title, body in items:
+        if title in out:
+            break  # past the list
+        out[title] = " ".join(body.split())
+    return out
+
+
+def test_readme_and_session_docstring_list_the_same_departures_from_meta() -> None:
+    """One short list, the same in both places, each item with its reason; the parity tests
+    emulate each departure on Meta's side (tests/test_parity_session.py)."""
+    import inspect
+
+    from sam2_med.session import Session
+
+    readme = _departures(_section("How sam2-med runs SAM 2"))
+    doc = _departures(inspect.getdoc(Session) or "")
+    assert len(readme) >= 5, readme
+    assert list(readme) == list(doc)
+    for title in readme:
+        for where, text in (("README", readme[title]), ("Session docstring", doc[title])):
+            # a departure says what Meta does and why ours differs
+            assert "Meta" in text and len(text.split()) >= 20, (where, title, text)
+    expected = {
+        "Nearest-anchor stretches.",
+        "A fresh memory bank per run.",
+        "Exact mask prompts.",
+        "An anchor is refined the way it was made.",
+        "Frames stay in float.",
+    }
+    assert set(readme) == expected

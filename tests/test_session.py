@@ -425,3 +425,141 @@ def test_two_objects_propagate_in_one_call_with_progress(model) -> None:
     outside = np.ones(24, bool)
     outside[6:18] = False
     assert not np.take(lm.array, np.flatnonzero(outside), axis=2).any()
+
+
+# -- SAM 2's correction semantics ---------------------------------------------------------------
+class _MemorySpy:
+    """Counts the memory tokens the decoder attends to, per memory-attention call."""
+
+    def __init__(self, model) -> None:
+        self.calls: list[tuple[int, int]] = []  # (memory tokens, object-pointer tokens)
+        self._h = model.model.memory_attention.register_forward_pre_hook(
+            self._hook, with_kwargs=True
+        )
+
+    def _hook(self, module, args, kwargs):
+        self.calls.append(
+            (int(kwargs["memory"].shape[0]), int(kwargs["num_object_pointer_tokens"]))
+        )
+
+    def take(self) -> list[tuple[int, int]]:
+        out, self.calls = self.calls, []
+        return out
+
+    def close(self) -> None:
+        self._h.remove()
+
+
+def test_correction_click_is_decoded_with_memory_a_first_prompt_is_not(model) -> None:
+    s = Session(model, _volume())
+    lab = s.add_object()
+    spy = _MemorySpy(model)
+    try:
+        s.add_prompts(lab, points=[[18, 22, 12]], point_labels=[1])  # untracked: no memory
+        assert spy.take() == []
+        list(s.propagate())
+        assert len(spy.take()) == 23  # every tracked slice reads memory
+        # a negative click on slice 18, tracked forward from 12: a correction
+        s.add_prompts(lab, points=[[20, 22, 18]], point_labels=[0])
+        [(tokens, pointers)] = spy.take()
+        [(label, k, behind)] = s.stats.correction_memory
+        assert (label, k, behind) == (lab, 18, (17, 16, 15, 14, 13))  # 12 is the anchor
+        hw = (128 // 16) ** 2
+        splits = model.model.hidden_dim // model.model.mem_dim  # a pointer is split in tokens
+        # the anchor's memory + the 5 tracked slices', and 16 pointers: the anchor's and those
+        # of 17..3 except the anchor (Meta's window of 15 slices behind)
+        assert pointers == 15 * splits
+        assert tokens == (1 + len(behind)) * hw + pointers
+        assert s.anchors(lab) == (12, 18)
+        # a first prompt on a slice no propagation reached yet: memory-free again
+        other = s.add_object()
+        s.add_prompts(other, points=[[18, 22, 5]], point_labels=[1])
+        assert spy.take() == []
+        # a mask prompt never reads memory, even on a tracked slice
+        s.add_prompts(lab, mask=np.ones(s.stream.slice_shape, bool), slice_index=8)
+        assert spy.take() == [] and len(s.stats.correction_memory) == 1
+        # more clicks on the first anchor stay memory-free (it was made that way)
+        s.add_prompts(lab, points=[[19, 22, 12]], point_labels=[1])
+        assert spy.take() == []
+        # more clicks on the corrected slice are corrections again
+        s.add_prompts(lab, points=[[16, 22, 18]], point_labels=[1])
+        assert len(spy.take()) == 1 and len(s.stats.correction_memory) == 2
+    finally:
+        spy.close()
+
+
+def test_add_prompts_checks_the_combinations_in_one_place(model) -> None:
+    s = Session(model, _volume())
+    lab = s.add_object()
+    mask = np.ones(s.stream.slice_shape, bool)
+    with pytest.raises(PromptError, match="whole prompt of its slice"):
+        s.add_prompts(lab, points=[[1, 1, 3]], point_labels=[1], mask=mask, slice_index=3)
+    with pytest.raises(PromptError, match="whole prompt of its slice"):
+        s.add_prompts(lab, box=([1, 1, 3], [5, 5, 3]), mask=mask, slice_index=3)
+    with pytest.raises(PromptError, match="no prompt"):
+        s.add_prompts(lab)
+    with pytest.raises(PromptError, match="go together"):
+        s.add_prompts(lab, points=[[1, 1, 3]])
+    with pytest.raises(PromptError, match="needs slice_index"):
+        s.add_prompts(lab, mask=mask)
+    with pytest.raises(PromptError, match="box is on slice 4, the points on slice 3"):
+        s.add_prompts(lab, points=[[1, 1, 3]], point_labels=[1], box=([1, 1, 4], [5, 5, 4]))
+    with pytest.raises(PromptError, match="not on slice_index 5"):
+        s.add_prompts(lab, points=[[1, 1, 3]], point_labels=[1], slice_index=5)
+    assert s.anchors(lab) == () and s.interactions()["events"] == [
+        {"op": "add_object", "label": lab, "name": "object 1"}
+    ]
+    # a box with clicks is one decoder run, the box first; later clicks accumulate
+    s.add_prompts(lab, points=[[18, 22, 3]], point_labels=[1], box=([10, 12, 3], [26, 30, 3]))
+    assert s._objects[lab].prompts[3].labels.tolist() == [2, 3, 1]
+    s.add_prompts(lab, points=[[20, 20, 3]], point_labels=[0])
+    assert s._objects[lab].prompts[3].labels.tolist() == [2, 3, 1, 0]
+    s.add_prompts(lab, box=([11, 12, 3], [26, 30, 3]))  # a new box restarts the slice
+    assert s._objects[lab].prompts[3].labels.tolist() == [2, 3]
+    assert s.stats.decoded_slices == [3, 3, 3]
+
+
+def test_prompts_outside_the_slice_range_are_refused(model) -> None:
+    s = Session(model, _volume(), slice_range=(10, 15))
+    lab = s.add_object()
+    with pytest.raises(
+        PromptError, match=r"slice 4 is outside this session's slice_range 10\.\.15"
+    ):
+        s.add_prompts(lab, points=[[18, 22, 4]], point_labels=[1])
+    with pytest.raises(PromptError, match="outside this session's slice_range"):
+        s.add_prompts(lab, mask=np.ones(s.stream.slice_shape, bool), slice_index=16)
+    s.add_prompts(lab, points=[[18, 22, 12]], point_labels=[1])
+    done = [r.slice_index for r in s.propagate()]
+    assert done == [13, 14, 15, 11, 10]  # never a jump, never outside
+    prof = s.profile(lab)
+    assert np.isnan(prof.scores[:10]).all() and np.isnan(prof.scores[16:]).all()
+    lm = s.label_map().array
+    assert not lm[:, :, :10].any() and not lm[:, :, 16:].any()
+
+
+def test_reset_between_directions_is_medsam2s_default(model) -> None:
+    vol = _volume()
+    assert Session(model, vol).reset_between_directions is False
+    med = LoadedModel.from_module(model.model, name="medsam2")
+    assert Session(med, vol).reset_between_directions is True
+    assert Session(med, vol, reset_between_directions=False).reset_between_directions is False
+    out = {}
+    for reset in (False, True):
+        s = Session(model, vol, reset_between_directions=reset)
+        lab = s.add_object()
+        s.add_prompts(lab, points=[[18, 22, 12]], point_labels=[1])
+        out[reset] = {r.slice_index: r.logits[lab] for r in s.propagate()}
+    for k in range(13, 24):  # the forward part is the same
+        np.testing.assert_array_equal(out[True][k], out[False][k])
+    assert max(np.abs(out[True][k] - out[False][k]).max() for k in range(12)) > 1e-4
+
+
+def test_squashed_scores_are_not_called_probabilities(model) -> None:
+    s = Session(model, _volume())
+    lab = s.add_object()
+    s.add_prompts(lab, points=[[18, 22, 12]], point_labels=[1])
+    prof = s.profile(lab)
+    assert not hasattr(prof, "probabilities")
+    sq = prof.squashed_scores
+    assert np.isnan(sq[0]) and 0 < sq[12] < 1
+    assert sq[12] == pytest.approx(1 / (1 + np.exp(-prof.scores[12])))

@@ -9,6 +9,12 @@ this file and nothing else. The range of transformers versions this module was t
 pinned in ``pyproject.toml``; when a newer release breaks it, the seam tests
 (``tests/models/test_engine.py``) fail first and name the internal that moved.
 
+Where transformers' port departs from Meta's predictor, this module follows Meta (the parity
+fixture in ``tests/fixtures/parity`` is Meta's code): a mask prompt's object pointer is made
+with a single decoder output (:meth:`Sam2Engine._mask_pointer`), a prompted frame's memory is
+encoded from its hole-filled logits (``fill_hole_area``), and a correction's memory bank can be
+rebuilt from kept results (:meth:`Sam2Engine.restore_tracked`).
+
 Vocabulary
 ----------
 frame
@@ -18,7 +24,8 @@ frame
     ``(1, 1, h, w)`` (``h = w = image_size / 4``), ``object_score_logits`` ``(1, 1)``,
     ``object_pointer`` ``(1, C)`` and, once its memory is encoded, ``maskmem_features``
     ``(HW, 1, C_mem)`` (bfloat16, as Meta stores it) and ``maskmem_pos_enc``. Treat it as
-    opaque outside this module; use the accessors :func:`logits_of` and :func:`score_of`.
+    opaque outside this module; use the accessors :func:`logits_of`, :func:`score_of`,
+    :func:`score_logits_of` and :func:`pointer_of`.
 conditioning frame
     A frame whose output came from a prompt (SAM 2's ``cond_frame_outputs``); every later frame
     attends to it.
@@ -35,6 +42,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from ..postprocess import fill_holes
+
 if TYPE_CHECKING:
     from transformers import Sam2VideoInferenceSession, Sam2VideoModel
 
@@ -47,6 +56,8 @@ __all__ = [
     "TrackingState",
     "TrainStep",
     "logits_of",
+    "pointer_of",
+    "score_logits_of",
     "score_of",
 ]
 
@@ -75,6 +86,16 @@ def logits_of(out: FrameOutput) -> torch.Tensor:
 def score_of(out: FrameOutput) -> float:
     """The object-score **logit** of a frame output (> 0: SAM 2 says the object is present)."""
     return float(out["object_score_logits"].reshape(-1)[0])
+
+
+def score_logits_of(out: FrameOutput) -> torch.Tensor:
+    """The object-score logit tensor of a frame output, as SAM 2 stores it (``(1, 1)``)."""
+    return out["object_score_logits"]
+
+
+def pointer_of(out: FrameOutput) -> torch.Tensor:
+    """The ``(1, C)`` object pointer of a frame output."""
+    return out["object_pointer"]
 
 
 class _Frames:
@@ -157,6 +178,15 @@ class Sam2Engine:
     Parameters
     ----------
     model : transformers.Sam2VideoModel
+    fill_hole_area : int
+        Meta's video-predictor hole filling (:func:`sam2_med.postprocess.fill_holes`) of a
+        prompted frame's logits before its memory is encoded, as Meta encodes it from the
+        filled mask; 0 (default) disables it. Tracked frames' memory is always encoded from
+        the unfilled logits (Meta fills them only after encoding).
+    exact_mask_memory : bool
+        True (default): a mask prompt's memory is encoded from the mask itself at the model's
+        input resolution. False: from the mask brought down to the low-resolution logits and
+        back up, as Meta's predictor does (thin structures can vanish).
 
     Attributes
     ----------
@@ -167,15 +197,21 @@ class Sam2Engine:
         Memory frames SAM 2 attends to (conditioning frames plus ``num_maskmem - 1`` tracked).
     max_object_pointers : int
         Object pointers SAM 2 attends to.
+    fill_hole_area : int
+    exact_mask_memory : bool
     """
 
-    def __init__(self, model: Sam2VideoModel) -> None:
+    def __init__(
+        self, model: Sam2VideoModel, *, fill_hole_area: int = 0, exact_mask_memory: bool = True
+    ) -> None:
         self.model = model
         cfg = model.config
         size = cfg.image_size
         self.image_size = int(size[0] if isinstance(size, (list, tuple)) else size)
         self.num_maskmem = int(cfg.num_maskmem)
         self.max_object_pointers = int(cfg.max_object_pointers_in_encoder)
+        self.fill_hole_area = int(fill_hole_area)
+        self.exact_mask_memory = bool(exact_mask_memory)
 
     @property
     def device(self) -> torch.device:
@@ -264,7 +300,7 @@ class Sam2Engine:
             1 positive, 0 negative, 2/3 box corners.
         mask : (S, S) float tensor, optional
             A 0/1 mask prompt in model-input pixels; passed through as the output (SAM 2's
-            ``_use_mask_as_output``). Exclusive with ``points``.
+            ``_use_mask_as_output``, which never reads memory). Exclusive with ``points``.
         prior : (h, w) float tensor, optional
             Earlier low-resolution logits of this frame, fed to the decoder as its dense mask
             prompt (SAM 2's ``prev_sam_mask_logits`` for correction clicks).
@@ -278,7 +314,8 @@ class Sam2Engine:
         Returns
         -------
         FrameOutput
-            Without the full-resolution mask (dropped once the memory is encoded).
+            ``pred_masks`` are the decoder's logits before any hole filling; the full-resolution
+            mask is dropped once the memory is encoded.
         """
         if (points is None) == (mask is None):
             raise ValueError("decode_prompt takes points or a mask, exactly one of them")
@@ -305,11 +342,55 @@ class Sam2Engine:
             prev_sam_mask_logits=None if prior is None else prior.to(dev)[None, None],
             streaming=False,
         )
+        if mask is not None:
+            out["object_pointer"] = self._mask_pointer(state, int(k), mask_inputs)
         state._s.store_output(0, int(k), output_value=out, is_conditioning_frame=True)
+        if mask is None or not self.exact_mask_memory:
+            # Meta encodes a prompted frame's memory from its stored low-resolution logits
+            # (hole-filled), brought up to the input size; for clicks that is what the decoder
+            # made anyway, for a mask prompt it is the mask after a round trip through 1/4
+            if mask is not None or self.fill_hole_area > 0:
+                logits = fill_holes(out["pred_masks"][0, 0], self.fill_hole_area)
+                out["high_res_masks"] = self._upsample(logits[None, None])
         self._encode_memory(state, int(k), out, from_prompt=True)
         stored = state.cond[int(k)]
         stored.pop("high_res_masks", None)
         return dict(stored)
+
+    def _mask_pointer(
+        self, state: TrackingState, k: int, mask_inputs: torch.Tensor
+    ) -> torch.Tensor:
+        """The object pointer of a mask prompt, as Meta's ``_use_mask_as_output`` makes it.
+
+        Meta runs the decoder on the downsampled mask with a single output mask; transformers'
+        port (5.x) lets it default to three outputs and takes the best one, which gives another
+        pointer (the parity fixture's ``mask`` scenario shows it). Recomputed here the way Meta
+        does, with the same no-object handling.
+        """
+        m = self.model
+        feats, _ = m._prepare_vision_features(state._s, k, 1)
+        sizes = m.backbone_feature_sizes
+        high_res = [
+            x.permute(1, 2, 0).view(x.size(1), x.size(2), *sz)
+            for x, sz in zip(feats[:-1], sizes[:-1], strict=True)
+        ]
+        pix_feat = feats[-1].permute(1, 2, 0).view(-1, m.hidden_dim, *sizes[-1])
+        mask = mask_inputs.to(pix_feat.dtype)
+        pointer = m._single_frame_forward(
+            input_masks=m.mask_downsample(mask),
+            image_embeddings=[*high_res, pix_feat],
+            multimask_output=False,
+        ).object_pointer
+        appearing = torch.any(mask_inputs.flatten(1).float() > 0.0, dim=1)[..., None]
+        lam = appearing.to(pointer.dtype)
+        return lam * pointer + (1 - lam) * m.no_object_pointer
+
+    def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(1, 1, h, w)`` low-resolution logits -> ``(1, 1, S, S)``, as SAM 2 upsamples them."""
+        s = self.image_size
+        return F.interpolate(logits.float(), size=(s, s), mode="bilinear", align_corners=False).to(
+            logits.dtype
+        )
 
     def track(self, state: TrackingState, k: int, *, reverse: bool) -> FrameOutput:
         """Track frame ``k`` from the memory bank, store it as a tracked frame with its memory.
@@ -337,6 +418,55 @@ class Sam2Engine:
         stored = state.tracked[int(k)]
         stored.pop("high_res_masks", None)
         return stored
+
+    def restore_tracked(
+        self,
+        state: TrackingState,
+        k: int,
+        *,
+        logits: torch.Tensor,
+        score_logits: torch.Tensor,
+        pointer: torch.Tensor,
+        reverse: bool,
+        with_memory: bool,
+    ) -> None:
+        """Put an earlier tracked result of frame ``k`` back into a state as a tracked frame.
+
+        A correction on a tracked slice is decoded with the memory of the slices tracked before
+        it; a sam2-med session keeps only their logits, score and pointer, and this rebuilds the
+        tracked-frame record SAM 2 would still hold, re-encoding its memory exactly as
+        :meth:`track` encoded it (from the unfilled logits brought up to the input size).
+
+        Parameters
+        ----------
+        state : TrackingState
+        k : int
+        logits : (h, w) float tensor
+            The frame's low-resolution logits as :meth:`track` returned them (unfilled).
+        score_logits : tensor
+            Its object-score logits (:func:`score_logits_of`).
+        pointer : (1, C) tensor
+            Its object pointer (:func:`pointer_of`).
+        reverse : bool
+            The direction it was tracked in.
+        with_memory : bool
+            Also encode its memory (only the last ``num_maskmem - 1`` frames' memory is read;
+            farther frames contribute their object pointer alone).
+        """
+        dev = self.device
+        pred = logits.to(dev, torch.float32)[None, None]
+        out: FrameOutput = {
+            "pred_masks": pred,
+            "object_pointer": pointer.to(dev),
+            "object_score_logits": score_logits.to(dev),
+        }
+        state._s.store_output(0, int(k), output_value=out, is_conditioning_frame=False)
+        state.directions[int(k)] = {"reverse": bool(reverse)}
+        if with_memory:
+            out = state.tracked[int(k)]
+            out["high_res_masks"] = self._upsample(pred)
+            self._encode_memory(state, int(k), out, from_prompt=False)
+            out.pop("high_res_masks", None)
 
     def _encode_memory(
         self, state: TrackingState, k: int, out: FrameOutput, *, from_prompt: bool

@@ -8,8 +8,9 @@ and ``reset_state``. :class:`InteractiveSegmenter` keeps one :class:`sam2_med.se
 per study (a few, least recently used first out) with one object per segment name, and turns
 each request into the Session calls the API makes:
 
-* clicks not seen before are added on their slice (:meth:`Session.add_points`: SAM 2's
-  correction click, the slice's previous result as mask prompt); a slice that gets clicks
+* clicks not seen before are added on their slice with :meth:`Session.add_prompts`, the one
+  prompt entry every front end uses (on a slice propagation already filled: SAM 2's correction
+  click, decoded with memory, the slice's previous result as mask prompt); a slice that gets clicks
   becomes an anchor, and :meth:`Session.propagate` re-runs only the slices nearer to it than
   to the other anchors;
 * a click that disappeared (the user deleted a control point), a changed ROI or
@@ -18,7 +19,9 @@ each request into the Session calls the API makes:
   clicks, in one decoder run).
 
 The answer is the segment's propagated 3D mask (value 1) written as NIfTI on exactly the
-study's voxel grid (:func:`sam2_med.io.save_mask`).
+study's voxel grid (:func:`sam2_med.io.save_mask`), and the session's run record with its
+interaction log (:meth:`Session.run_record`), which ``sam2-med segment STUDY --prompts
+RECORD.json`` replays as it replays a mask sidecar.
 """
 
 from __future__ import annotations
@@ -75,6 +78,13 @@ class SegmentAnswer:
     anchors : tuple of int
         Prompted slices along the propagation axis.
     seconds : float
+    label : int
+        The segment's label value in the study session's label map.
+    record : dict
+        The study session's run record (:meth:`Session.run_record`: model, axis, window and
+        the interaction log of every segment of the study so far). Saved as JSON, ``sam2-med
+        segment STUDY --prompts RECORD.json`` replays it; the segment is ``label`` in that
+        label map (where segments overlap, the one added first keeps the voxel).
     """
 
     mask: np.ndarray
@@ -82,6 +92,8 @@ class SegmentAnswer:
     name: str
     anchors: tuple[int, ...]
     seconds: float
+    label: int = 0
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 def _truthy(value: Any) -> bool:
@@ -244,7 +256,10 @@ class InteractiveSegmenter:
                 pass
             mask = session.object_volume(seg.label)
             anchors = session.anchors(seg.label)
-        return SegmentAnswer(mask, study.volume, name, anchors, time.perf_counter() - start)
+            record = session.run_record()
+        return SegmentAnswer(
+            mask, study.volume, name, anchors, time.perf_counter() - start, seg.label, record
+        )
 
     @staticmethod
     def _send(
@@ -260,20 +275,24 @@ class InteractiveSegmenter:
             hi = [max(box[2 * a], box[2 * a + 1]) for a in range(3)]
             lo[ax] = hi[ax] = box_slice
             on_slice = sorted(by_slice.get(box_slice, set()))
+            # the box with its slice's clicks in one call, as every front end sends them
+            session.add_prompts(
+                seg.label,
+                points=np.array([c[:3] for c in on_slice]) if on_slice else None,
+                point_labels=np.array([c[3] for c in on_slice]) if on_slice else None,
+                box=(lo, hi),
+            )
             if on_slice:
-                pts = np.array([c[:3] for c in on_slice])
-                labs = np.array([c[3] for c in on_slice])
-                session.add_points(seg.label, pts, labs, box=(lo, hi))
                 seg.clicks[box_slice] = set(on_slice)
-            else:
-                session.add_box(seg.label, lo, hi)
             seg.roi = box
         for k in sorted(by_slice):
             new = sorted(by_slice[k] - seg.clicks.get(k, set()))
             if not new:
                 continue
-            session.add_points(
-                seg.label, np.array([c[:3] for c in new]), np.array([c[3] for c in new])
+            session.add_prompts(
+                seg.label,
+                points=np.array([c[:3] for c in new]),
+                point_labels=np.array([c[3] for c in new]),
             )
             seg.clicks.setdefault(k, set()).update(new)
 

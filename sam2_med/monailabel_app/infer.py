@@ -26,8 +26,11 @@ class Sam2MedInfer(InferTask):
     A *deepgrow*-type, 3D model for MONAI Label's clients: 3D Slicer's and OHIF's MONAI Label
     modules send the segment's foreground/background clicks (voxel ``[i, j, k]`` of the study),
     its name as ``label``, optionally an ``roi`` and ``reset_state``. The answer is a NIfTI on
-    the study's grid with 1 on the segment (``params["label_names"]``). A study or clicks it
-    cannot use answer HTTP 422 with one line (``{"detail": "sam2-med: <path>: <problem>"}``).
+    the study's grid with 1 on the segment (``params["label_names"]``); ``params["sam2_med"]``
+    adds the anchors, the segment's ``label`` value and the study session's run record
+    (``run``, with its interaction log: saved as JSON, ``sam2-med segment STUDY --prompts
+    RUN.json`` replays it). A study or clicks it cannot use answer HTTP 422 with one line
+    (``{"detail": "sam2-med: <path>: <problem>"}``).
     """
 
     def __init__(self, segmenter: InteractiveSegmenter, description: str) -> None:
@@ -67,6 +70,8 @@ class Sam2MedInfer(InferTask):
                 "anchors": list(answer.anchors),
                 "voxels": int(answer.mask.sum()),
                 "seconds": round(answer.seconds, 3),
+                "label": answer.label,  # the segment's value in the replayed label map
+                "run": answer.record,  # model, window, interaction log: replays exactly
             },
         }
         return str(path), params

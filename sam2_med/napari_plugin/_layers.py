@@ -222,6 +222,66 @@ def geometry_of(metadata: dict[str, Any] | None) -> LayerGeometry | None:
     return geo if isinstance(geo, LayerGeometry) else None
 
 
+def labels_digest(array: np.ndarray) -> str:
+    """SHA-256 of a label map's values and shape (dtype-independent: uint8 == uint16)."""
+    import hashlib
+
+    a = np.ascontiguousarray(np.asarray(array), dtype=np.uint32)
+    return hashlib.sha256(repr(a.shape).encode() + a.tobytes()).hexdigest()
+
+
+def remember_run(metadata: dict[str, Any], session_labels: Any) -> None:
+    """Keep a session's run record in a Labels layer's ``metadata`` (under
+    :data:`~sam2_med.labels.RUN_RECORD_KEY`) with the digest of the session's label map, so
+    napari's own *Save layers* (:func:`~sam2_med.napari_plugin._writer.write_labels`) writes the
+    sidecar the widget's export writes.
+
+    Parameters
+    ----------
+    metadata : dict
+        The layer's metadata (changed in place).
+    session_labels : LabelVolume
+        ``session.label_map()``: its ``extra`` holds the run record.
+    """
+    from ..labels import RUN_RECORD_KEY
+
+    metadata[RUN_RECORD_KEY] = {
+        "record": session_labels.extra[RUN_RECORD_KEY],
+        "labels_sha256": labels_digest(session_labels.array),
+    }
+
+
+def export_run_record(record: dict[str, Any] | None, same: bool) -> dict[str, Any]:
+    """The ``extra`` of a mask exported from napari: the session's run record (model, axis,
+    window, interaction log), ``source: "napari"`` and whether the exported labels are exactly
+    the session's label map (``labels_match_session``; painting after the session is not
+    recorded). ``{}`` without a record.
+    """
+    from ..labels import RUN_RECORD_KEY
+
+    if not record:
+        return {}
+    out = {"source": "napari", **record, "labels_match_session": bool(same)}
+    if not same:
+        out["note"] = (
+            "the exported labels differ from the session's label map (painted or earlier "
+            "labels); replaying the interactions gives the session's label map"
+        )
+    return {RUN_RECORD_KEY: out}
+
+
+def stored_run_record(metadata: dict[str, Any] | None, array: np.ndarray) -> dict[str, Any]:
+    """:func:`export_run_record` for ``array`` (volume order) from what :func:`remember_run`
+    kept in a layer's metadata; ``{}`` when the layer has none (a layer sam2-med did not
+    segment)."""
+    from ..labels import RUN_RECORD_KEY
+
+    kept = (metadata or {}).get(RUN_RECORD_KEY)
+    if not isinstance(kept, dict) or "record" not in kept:
+        return {}
+    return export_run_record(kept["record"], kept.get("labels_sha256") == labels_digest(array))
+
+
 def image_layer_data(
     volume: Volume,
     *,

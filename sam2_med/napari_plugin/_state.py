@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..labels import RUN_RECORD_KEY
 from ..volume import Provenance, Volume
 from ._layers import (
     METADATA_KEY,
@@ -39,6 +40,7 @@ from ._layers import (
     geometry_of,
     layer_world_coords,
     radiological_view,
+    remember_run,
 )
 
 #: A slice is suspicious when its object score is below this (a logit: < 0 means "no object").
@@ -464,6 +466,8 @@ class SegmentationState:
             return
         lm = self.session.label_map()
         arr = np.asarray(getattr(lm, "array", lm))
+        if self.labels_layer is not None and RUN_RECORD_KEY in getattr(lm, "extra", {}):
+            remember_run(self.labels_layer.metadata, lm)  # for napari's own Save layers
         new = arr.astype(self.labels_array.dtype, copy=True)
         if self.base_labels is not None:
             # what an earlier session accepted stays until its object is prompted again here

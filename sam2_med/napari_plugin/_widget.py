@@ -908,6 +908,8 @@ class Sam2MedWidget(QWidget):
             _notify_warning("add points or a box on a slice first")
             self.use_tool("positive")
             return False
+        if not _one_box_per_slice(prompts):
+            return False
         self.state.mark_prompts_sent()  # they stay on screen, and are not sent twice
 
         def job() -> Iterator[Any]:
@@ -930,7 +932,7 @@ class Sam2MedWidget(QWidget):
             return False
 
         def job() -> Iterator[Any]:
-            res = session.add_mask(label, k, mask)
+            res = session.add_prompts(label, mask=mask, slice_index=k)
             if res is not None:
                 yield res
 
@@ -954,6 +956,8 @@ class Sam2MedWidget(QWidget):
             self._show_error(_describe_error(err))
             return False
         prompts = self.state.collect_prompts()
+        if not _one_box_per_slice(prompts):
+            return False
         self.state.mark_prompts_sent()
         return self._propagate_with(session, prompts, label)
 
@@ -1220,6 +1224,7 @@ class Sam2MedWidget(QWidget):
             np.ascontiguousarray(arr),
             vol,
             names={int(v): names.get(int(v), f"label_{v}") for v in np.unique(arr) if v},
+            extra=_run_record(self.state, arr),
         )
         written: list[str] = []
         try:
@@ -1335,15 +1340,50 @@ class CheckpointDialog(QDialog):
 
 
 # ---------------------------------------------------------------------------------- helpers
+def _one_box_per_slice(prompts: list[Any]) -> bool:
+    """False (and an error shown) when a slice has several boxes: SAM 2 takes one per slice."""
+    boxes = [p.slice_index for p in prompts if p.kind == "box"]
+    dup = sorted({k for k in boxes if boxes.count(k) > 1})
+    if dup:
+        _notify_error(
+            f"slice {dup[0]} has {boxes.count(dup[0])} boxes: SAM 2 takes one box per slice "
+            "and object; delete the extra ones (add points to refine a box)"
+        )
+        return False
+    return True
+
+
 def _send_prompts(session: Any, label: int | None, prompts: list[Any]) -> Iterator[Any]:
-    """Boxes before points on each slice (points refine a box), each yielding its SliceResult."""
-    for p in sorted(prompts, key=lambda p: (p.slice_index, p.kind != "box")):
-        if p.kind == "box":
-            res = session.add_box(label, p.points[0], p.points[1])
-        else:
-            res = session.add_points(label, p.points, p.point_labels)
+    """All of a slice's prompts in one :meth:`Session.add_prompts` call (its box and points,
+    decoded together as the API and the command line send them), slice by slice, each
+    yielding its SliceResult."""
+    slices = sorted({p.slice_index for p in prompts})
+    for k in slices:
+        here = [p for p in prompts if p.slice_index == k]
+        box = next(((p.points[0], p.points[1]) for p in here if p.kind == "box"), None)
+        pts = [p for p in here if p.kind == "points"]
+        points = np.concatenate([p.points for p in pts]) if pts else None
+        labels = np.concatenate([p.point_labels for p in pts]) if pts else None
+        res = session.add_prompts(label, points=points, point_labels=labels, box=box)
         if res is not None:
             yield res
+
+
+def _run_record(state: Any, array: np.ndarray) -> dict[str, Any]:
+    """The sidecar's run record of an export: the session's interaction log (which
+    ``sam2-med segment IMAGE --prompts MASK.json`` replays) and whether the exported labels
+    are exactly the session's (painting in the layer after the session is not recorded).
+    Without a live session: the record the layer keeps from the last one, if any."""
+    from ..labels import RUN_RECORD_KEY
+    from ._layers import export_run_record, stored_run_record
+
+    session = state.session
+    if session is None or not hasattr(session, "label_map"):
+        layer = state.labels_layer
+        return stored_run_record(getattr(layer, "metadata", None), array)
+    lm = session.label_map()
+    same = lm.array.shape == array.shape and bool(np.array_equal(lm.array, array))
+    return export_run_record(lm.extra[RUN_RECORD_KEY], same)
 
 
 def _seg_path(path: str) -> str:

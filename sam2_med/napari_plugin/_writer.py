@@ -28,7 +28,9 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         The layer's attributes (napari passes ``layer.as_layer_data_tuple()[1]``). When
         ``meta["metadata"]["sam2_med"]`` holds a :class:`LayerGeometry` (layers made by the
         sam2-med reader or widget), the mask is written on that volume's grid, with its header;
-        otherwise on the grid the layer's own transform describes.
+        otherwise on the grid the layer's own transform describes. A layer the widget
+        segmented also keeps the session's run record there (``metadata["sam2_med_run"]``):
+        the sidecar carries it, interaction log included, as the widget's export writes it.
 
     Returns
     -------
@@ -57,6 +59,14 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
             )
         written = save_dicom_seg(labels, out, reference=geo.volume, label_names=names)
         return [str(written)]
+    from ..labels import LabelVolume
+    from ._layers import stored_run_record
+
+    # a layer the widget segmented carries the session's run record (interaction log): the
+    # sidecar gets it, as the widget's export writes it
+    extra = stored_run_record(meta.get("metadata"), labels)
+    if extra:
+        labels = LabelVolume(labels, geo.volume, names=dict(names or {}), extra=extra)
     written = save_mask(labels, out, reference=geo.volume, label_names=names)
     files = [str(written)]
     side = sidecar_path(Path(written))

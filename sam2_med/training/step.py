@@ -240,9 +240,10 @@ def batch_loss(
                 points = torch.tensor([[c[:2]] for c in clicks], dtype=torch.float32)
                 labels = torch.tensor([[c[2]] for c in clicks], dtype=torch.int32)
                 prior = step.logits.detach().clamp(-32.0, 32.0)
-                pix0 = engine.condition(st, t, f, pos, with_memory=False)
+                # a correction on a tracked frame is decoded with its memory, as a session
+                # decodes it (and as Meta's training samples correction points)
                 step = engine.decode_train(
-                    pix0, f, points=points, labels=labels, prior=prior, initial=True
+                    pix, f, points=points, labels=labels, prior=prior, initial=False
                 )
                 acc(step, targets[t])
                 engine.commit(st, t, f, step, conditioning=True, from_prompt=True)

@@ -184,6 +184,39 @@ def test_api_run_with_client(tmp_path, tiny_checkpoint, client):
     assert not any(line.startswith("dask:") for line in logged), logged  # nothing was sent
 
 
+def test_workers_replay_an_interactive_sessions_sidecar(tmp_path, tiny_checkpoint, client):
+    """A job whose prompts are an interactive session's sidecar (a correction click after a
+    propagation, then another propagation) replays on a Dask worker to that session's label
+    map, voxel for voxel, and the worker's sidecar records the same interactions."""
+    from sam2_med.batch import run
+    from sam2_med.io import load_volume, save_mask
+    from sam2_med.models import load_model
+    from sam2_med.session import Session
+
+    ckpt, arch = tiny_checkpoint
+    _make_jobs(tmp_path, ["c0"])
+    image = tmp_path / "in" / "c0.nii.gz"
+    volume = load_volume(image)
+    s = Session(load_model(checkpoint=ckpt, arch=json.loads(arch.read_text())), volume)
+    a = s.add_object("blob")
+    s.add_prompts(a, points=[[17, 19, 4]], point_labels=[1])
+    list(s.propagate())
+    s.add_prompts(a, points=[[30, 8, 6]], point_labels=[0])  # a correction, read with memory
+    list(s.propagate())
+    assert s.stats.correction_memory and s.label_map().array.any()
+    save_mask(s.label_map(), tmp_path / "session.nii.gz", reference=volume)
+    out = tmp_path / "out" / "replayed.nii.gz"
+    (tmp_path / "replay.csv").write_text(
+        f"image,prompts,output\n{image},{tmp_path / 'session.json'},{out}\n"
+    )
+    kw = {"checkpoint": ckpt, "arch": arch, "log": lambda _: None, "worker_threads": 1}
+    [outcome] = run(tmp_path / "replay.csv", client=client, **kw)
+    assert outcome.status == "done", outcome.message
+    np.testing.assert_array_equal(np.asanyarray(nib.load(out).dataobj), s.label_map().array)
+    run_record = json.loads(out.with_suffix("").with_suffix(".json").read_text())["extra"]
+    assert run_record["sam2_med_run"]["interactions"]["events"] == s.interactions()["events"]
+
+
 def test_crashed_worker_job_retried_once_then_failed(tmp_path, tiny_checkpoint, client):
     """A job that kills its worker every time is re-run once, then recorded as failed with its
     error; one that kills it only the first time succeeds on the re-run; the others finish."""

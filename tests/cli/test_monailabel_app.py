@@ -115,6 +115,35 @@ def test_clicks_follow_the_session_api(tmp_path, tiny_model):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["studies", out.name])
 
 
+def test_answers_carry_the_run_record_and_it_replays(tmp_path, tiny_model, cli, model_args):
+    """Each answer carries the study session's run record; saved as JSON, ``sam2-med segment
+    --prompts`` replays it: each segment is its label there, the one added first winning
+    overlaps (a correction click included, decoded with memory in both)."""
+    from sam2_med.monailabel_app._interactive import InteractiveSegmenter
+
+    study = _study(tmp_path / "studies" / "vol.nii.gz")
+    seg = InteractiveSegmenter(tiny_model)
+    seg.segment(study, foreground=[list(CLICK)], name="liver")
+    liver = seg.segment(
+        study, foreground=[list(CLICK)], background=[list(CORRECTION)], name="liver"
+    )
+    spleen = seg.segment(study, foreground=[[30, 8, 2]], name="spleen")
+    assert (liver.label, spleen.label) == (1, 2) and liver.mask.any() and spleen.mask.any()
+    events = spleen.record["interactions"]["events"]
+    assert [e["op"] for e in events] == [
+        "add_object", "prompt", "propagate", "prompt", "propagate", "add_object", "prompt",
+        "propagate",
+    ]  # fmt: skip
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps(spleen.record, allow_nan=False))  # what the client receives
+    code, _, err = cli("segment", study, "--prompts", run, "--out", tmp_path / "r.nii.gz",
+                       *model_args)  # fmt: skip
+    assert code == 0, err
+    replayed = np.asanyarray(nib.load(tmp_path / "r.nii.gz").dataobj)
+    np.testing.assert_array_equal(replayed == liver.label, liver.mask)
+    np.testing.assert_array_equal(replayed == spleen.label, spleen.mask & ~liver.mask)
+
+
 def test_roi_is_a_box_on_its_middle_slice(tmp_path, tiny_model):
     from sam2_med.io import load_volume
     from sam2_med.monailabel_app._interactive import InteractiveSegmenter
@@ -346,6 +375,12 @@ def test_monailabel_server_and_client(tmp_path, tiny_checkpoint, tiny_model):
         np.testing.assert_array_equal(got, expected.astype(np.uint8))
         assert answer["params"]["label_names"] == {"liver": 1}
     assert answers["infer"][1]["params"]["sam2_med"]["anchors"] == [CLICK[2], CORRECTION[2]]
+    # ...and the session's run record, whose interaction log replays the answer
+    run = answers["infer"][1]["params"]["sam2_med"]["run"]
+    assert answers["infer"][1]["params"]["sam2_med"]["label"] == 1
+    assert [e["op"] for e in run["interactions"]["events"]] == [
+        "add_object", "prompt", "propagate", "prompt", "propagate"
+    ]  # fmt: skip
 
     # a study the app cannot read: HTTP 422 with one line naming the file
     error = answers["infer"][2]["error"]

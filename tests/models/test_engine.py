@@ -13,7 +13,13 @@ import pytest
 import torch
 from transformers import Sam2VideoInferenceSession, Sam2VideoModel
 
-from sam2_med.models.engine import Sam2Engine, logits_of, score_of
+from sam2_med.models.engine import (
+    Sam2Engine,
+    logits_of,
+    pointer_of,
+    score_logits_of,
+    score_of,
+)
 from sam2_med.models.testing import random_model, tiny_config
 
 from ._helpers import propagate_points
@@ -41,6 +47,12 @@ INTERNALS = {
         "is_mask_from_pts_per_obj",
     },
     (Sam2VideoModel, "get_image_features"): {"pixel_values"},
+    (Sam2VideoModel, "_prepare_vision_features"): {"inference_session", "frame_idx", "batch_size"},
+    (Sam2VideoModel, "_single_frame_forward"): {
+        "input_masks",
+        "image_embeddings",
+        "multimask_output",
+    },
     (Sam2VideoInferenceSession, "__init__"): {
         "video",
         "inference_device",
@@ -65,6 +77,22 @@ def test_transformers_internals_the_seam_uses_exist(owner_name) -> None:
     params = set(inspect.signature(fn).parameters)
     missing = INTERNALS[owner_name] - params
     assert not missing, f"transformers {owner.__name__}.{name} lost parameters {sorted(missing)}"
+
+
+#: Submodules, parameters and config-derived attributes of a Sam2VideoModel the seam reads.
+MODEL_ATTRIBUTES = (
+    "mask_downsample",
+    "no_object_pointer",
+    "backbone_feature_sizes",
+    "hidden_dim",
+    "memory_attention",
+)
+
+
+def test_model_attributes_the_seam_reads() -> None:
+    model = random_model(tiny_config(128), seed=0)
+    missing = [a for a in MODEL_ATTRIBUTES if not hasattr(model, a)]
+    assert not missing, f"transformers Sam2VideoModel lost {missing}: update engine.py"
 
 
 def test_session_state_layout_the_seam_reads() -> None:
@@ -111,3 +139,41 @@ def test_engine_steps_equal_transformers_video_loop() -> None:
             torch.testing.assert_close(got[direction][k], logits[0, 0], atol=0, rtol=0)
     for k, s in ref["object_score_logits"]["forward"].items():
         assert scores["forward"][k] == pytest.approx(s, abs=0)
+
+
+def test_restored_tracked_frames_equal_the_tracked_ones() -> None:
+    """A session keeps a tracked frame's logits, score and pointer; restoring them re-encodes
+    the same memory, and a correction decoded on the restored state equals one decoded in the
+    state that tracked the frames (what Meta's predictor would still hold)."""
+    model = random_model(tiny_config(128), seed=3).eval()
+    video = torch.randn(8, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    engine = Sam2Engine(model)
+    source = _Features(engine, video)
+    pts, labs = torch.tensor([(40.0, 50.0)]), torch.tensor([1], dtype=torch.int32)
+    neg, neg_lab = torch.tensor([(60.0, 60.0)]), torch.tensor([0], dtype=torch.int32)
+    with torch.inference_mode():
+        st = engine.new_state(8, source)
+        cond = engine.decode_prompt(st, 1, points=pts, labels=labs)
+        tracked = {k: engine.track(st, k, reverse=False) for k in range(2, 7)}
+        again = engine.new_state(8, source, {1: cond})
+        for k, out in tracked.items():
+            engine.restore_tracked(
+                again,
+                k,
+                logits=logits_of(out),
+                score_logits=score_logits_of(out),
+                pointer=pointer_of(out),
+                reverse=False,
+                with_memory=True,
+            )
+            torch.testing.assert_close(
+                again.tracked[k]["maskmem_features"], out["maskmem_features"], atol=0, rtol=0
+            )
+        prior = logits_of(tracked[6]).clone()
+        kw = {"points": neg, "labels": neg_lab, "prior": prior, "with_memory": True}
+        a = engine.decode_prompt(st, 6, **kw)
+        b = engine.decode_prompt(again, 6, **kw)
+        fresh = engine.decode_prompt(engine.new_state(8, source), 6, points=neg, labels=neg_lab)
+    torch.testing.assert_close(logits_of(b), logits_of(a), atol=0, rtol=0)
+    assert score_of(b) == score_of(a)
+    assert float((logits_of(a) - logits_of(fresh)).abs().max()) > 1e-3  # memory mattered

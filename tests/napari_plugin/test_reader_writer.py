@@ -190,6 +190,49 @@ def test_writer_without_sam2med_metadata_uses_the_layer_transform(make_napari_vi
     assert np.array_equal(np.asanyarray(back.dataobj), arr)
 
 
+def test_writer_sidecar_carries_the_session_record_the_widget_kept(small_mr, tiny_model, tmp_path):
+    """napari's own *Save layers* on a layer the widget segmented writes the session's run
+    record (interaction log) as the widget's export does: it replays to the saved labels, and
+    labels painted after the session are flagged, never passed off as the session's."""
+    import json
+
+    from sam2_med import segment
+    from sam2_med.io import load_volume
+    from sam2_med.napari_plugin._layers import LayerGeometry, remember_run
+    from sam2_med.napari_plugin._writer import write_labels
+    from sam2_med.session import Session
+
+    volume = load_volume(small_mr)
+    s = Session(tiny_model, volume)
+    a = s.add_object("blob")
+    s.add_prompts(a, points=[[24, 20, 8]], point_labels=[1])
+    list(s.propagate())
+    s.add_prompts(a, points=[[24, 20, 11]], point_labels=[0])  # a correction
+    list(s.propagate())
+    lm = s.label_map()
+    assert lm.array.any()
+    geo = LayerGeometry.for_volume(volume, small_mr)
+    meta = {"metadata": {"sam2_med": geo, "sam2_med_label_names": {a: "blob"}}}
+    assert write_labels(str(tmp_path / "bare.nii.gz"), geo.to_data(lm.array), meta)
+    bare = json.loads((tmp_path / "bare.json").read_text())
+    assert "sam2_med_run" not in bare.get("extra", {})  # a layer sam2-med did not segment
+
+    remember_run(meta["metadata"], lm)  # what sync_from_session keeps on the layer
+    written = write_labels(str(tmp_path / "saved.nii.gz"), geo.to_data(lm.array), meta)
+    assert written == [str(tmp_path / "saved.nii.gz"), str(tmp_path / "saved.json")]
+    run = json.loads((tmp_path / "saved.json").read_text())["extra"]["sam2_med_run"]
+    assert run["source"] == "napari" and run["labels_match_session"] is True
+    assert run["interactions"] == s.interactions()
+    replayed = segment(small_mr, tmp_path / "saved.json", model=tiny_model)
+    np.testing.assert_array_equal(replayed.labels.array, lm.array)
+
+    painted = lm.array.copy()
+    painted[0, 0, 0] = 0 if painted[0, 0, 0] else a  # one voxel painted after the session
+    write_labels(str(tmp_path / "painted.nii.gz"), geo.to_data(painted), meta)
+    run = json.loads((tmp_path / "painted.json").read_text())["extra"]["sam2_med_run"]
+    assert run["labels_match_session"] is False and "differ" in run["note"]
+
+
 def test_npe2_validate_with_imports():
     res = subprocess.run(
         [sys.executable, "-m", "npe2", "validate", "--imports", "sam2_med"],
