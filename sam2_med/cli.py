@@ -1,4 +1,4 @@
-"""The ``sam2-med`` command line: segment, batch, evaluate, measure, info, weights.
+"""The ``sam2-med`` command line: segment, batch, evaluate, measure, finetune, info, weights.
 
 Exit codes (documented in ``sam2-med --help``):
 
@@ -343,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT.dcm",
         help="also write a DICOM SEG referencing the source series (DICOM input only)",
     )
+    gi.add_argument(
+        "--compare",
+        metavar="GT",
+        help="a label map with known labels (same label values as the prompts): print each "
+        "object's Dice against it",
+    )
     from ._cli_clinical import add_clinical_outputs  # --rtstruct, --report
 
     add_clinical_outputs(gi)
@@ -479,6 +485,95 @@ def build_parser() -> argparse.ArgumentParser:
     from ._cli_clinical import add_measure_command
 
     add_measure_command(sub, formatter=_formatter, add_common=_add_common, epilog=EXIT_HELP)
+
+    # -- finetune ----------------------------------------------------------------------------
+    ft = sub.add_parser(
+        "finetune",
+        help="fine-tune SAM 2 on labelled volumes (or train a small model on phantoms)",
+        formatter_class=_formatter,
+        description=textwrap.dedent(
+            """\
+            Train SAM 2's video model on clips of consecutive slices of labelled volumes,
+            with simulated clicks, boxes, masks and corrective clicks, and SAM 2's losses
+            (focal 20, dice 1, IoU 1, object score 1; best of the multimask outputs).
+            Starting weights: --model NAME or --checkpoint FILE (fine-tuning; the result
+            inherits their licence), or --arch FILE.json alone (random weights). Data: a MONAI
+            Decathlon datalist (its "training" section; "validation", if present, is scored
+            every --val-every steps with the evaluation protocol), --image/--labels pairs, or
+            --phantoms (random synthetic phantoms from the training seeds).
+
+            OUT receives last.pt (Meta's checkpoint format: use it with --checkpoint and
+            --arch OUT/arch.json), last.json (the training record), last.state.pt (to
+            --resume), best.pt/best.json (highest validation Dice) and arch.json. Ctrl-C saves
+            the current step; a non-finite loss stops the run and keeps the last checkpoint.
+
+            examples:
+              sam2-med finetune runs/liver --datalist dataset.json --model sam2.1_hiera_tiny \\
+                  --steps 2000 --lr 1e-5 --freeze image_encoder
+              sam2-med finetune runs/demo --phantoms --arch arch.json --steps 4000 --lr 1e-3
+              sam2-med finetune runs/liver --resume
+            """
+        ),
+        epilog=EXIT_HELP,
+    )
+    ft.add_argument("out_dir", metavar="OUT", help="output folder")
+    g = ft.add_argument_group("data")
+    g.add_argument("--datalist", metavar="FILE.json", help="MONAI Decathlon datalist")
+    g.add_argument(
+        "--image", action="append", default=[], metavar="FILE", help="image (repeatable)"
+    )
+    g.add_argument(
+        "--labels", action="append", default=[], metavar="FILE", help="its label map (repeatable)"
+    )
+    g.add_argument("--phantoms", action="store_true", help="random synthetic phantoms")
+    g.add_argument("--first-seed", type=int, default=0, metavar="N", help="first phantom seed")
+    g.add_argument(
+        "--val-phantoms",
+        type=int,
+        default=0,
+        metavar="N",
+        help="validate on N evaluation-seed phantoms (with --phantoms)",
+    )
+    g = ft.add_argument_group("starting weights")
+    g.add_argument("--model", metavar="NAME", help="registered model to fine-tune")
+    g.add_argument("--checkpoint", metavar="FILE", help="Meta-format checkpoint to fine-tune")
+    g.add_argument("--arch", metavar="FILE.json", help="architecture (alone: random weights)")
+    g.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    g = ft.add_argument_group("training")
+    g.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
+    g.add_argument("--batch", type=int, default=4, help="clips per step (default 4)")
+    g.add_argument("--clip-length", type=int, default=4, help="slices per clip (default 4)")
+    g.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
+    g.add_argument("--warmup", type=int, default=100, help="warm-up steps (default 100)")
+    g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    g.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip (0: off)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument(
+        "--freeze",
+        action="append",
+        default=[],
+        choices=(
+            "image_encoder",
+            "prompt_encoder",
+            "mask_decoder",
+            "memory_attention",
+            "memory_encoder",
+        ),
+        help="module group not to train (repeatable)",
+    )
+    g.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "float32", "bfloat16"),
+        help="auto: bfloat16 autocast only where the hardware has it natively (default)",
+    )
+    g.add_argument("--val-every", type=int, default=0, metavar="N", help="validate every N steps")
+    g.add_argument("--checkpoint-every", type=int, default=100, metavar="N")
+    g.add_argument("--no-augment", action="store_true", help="no MONAI augmentation of clips")
+    g.add_argument("--resume", action="store_true", help="continue the run in OUT")
+    g.add_argument("--overwrite", action="store_true", help="replace a run in OUT")
+    _add_common(ft)
+    ft.set_defaults(func=cmd_finetune)
 
     # -- info --------------------------------------------------------------------------------
     info = sub.add_parser(
@@ -875,6 +970,11 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
     window = None if replaying else _window_arg(args.window)
     if not replaying:
         _check_window(volume, window, args.image)
+    truth = None
+    if args.compare:
+        from .evaluate import load_ground_truth
+
+        truth = load_ground_truth(args.compare, volume)  # before any work: fail fast
     out.info(
         f"image: {args.image} {volume.shape} {volume.orientation}, spacing "
         f"{', '.join(f'{s:.3g}' for s in volume.spacing)} mm"
@@ -899,7 +999,13 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
     )
     try:
         result = segment_volume(
-            volume, prompts, lm, window=window, progress=progress, protocol=args.protocol
+            volume,
+            prompts,
+            lm,
+            window=window,
+            progress=progress,
+            protocol=args.protocol,
+            keep_object_masks=True,
         )
     finally:
         close()
@@ -940,13 +1046,28 @@ def cmd_segment(args: argparse.Namespace, out: _Out) -> int:
             args.image,
         )
     write_clinical_outputs(args, result.labels, measurements, out)
+    if truth is not None:
+        out.result(_compare_line(result, truth, args.compare))
     return EXIT_OK
 
 
 def _input_files(args: argparse.Namespace) -> list[str]:
     """Files a run reads besides the image (which the image's provenance lists)."""
-    names = ("prompts", "mask_prompt", "checkpoint", "arch")
+    names = ("prompts", "mask_prompt", "checkpoint", "arch", "compare")
     return [str(v) for n in names if (v := getattr(args, n, None)) and Path(v).exists()]
+
+
+def _compare_line(result: Any, truth: Any, where: Any) -> str:
+    """``Dice against GT: liver 0.951, spleen 0.934`` (each object's own mask, 3D)."""
+
+    parts = []
+    for obj in result.prompts.objects:
+        gt = truth == obj.label
+        pred = (result.object_masks or {}).get(obj.label, result.labels.array == obj.label)
+        den = int(gt.sum()) + int(pred.sum())
+        dice = 2 * int((gt & pred).sum()) / den if den else 1.0
+        parts.append(f"{obj.name or obj.label} {dice:.3f}" + ("" if gt.any() else " (absent)"))
+    return f"Dice against {where}: " + ", ".join(parts)
 
 
 def _check_window(volume: Any, window: Any, where: Any) -> None:
@@ -1279,6 +1400,70 @@ def _format_info(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cmd_finetune(args: argparse.Namespace, out: _Out) -> int:
+    from .training import PhantomSource, TrainConfig, finetune
+    from .training.trainer import TrainingError
+
+    sources = [bool(args.datalist), bool(args.image or args.labels), args.phantoms]
+    if sum(sources) != 1:
+        raise TrainingError(
+            "give exactly one of --datalist FILE, --image/--labels pairs, --phantoms"
+        )
+    if len(args.image) != len(args.labels):
+        raise TrainingError(
+            f"{len(args.image)} --image but {len(args.labels)} --labels: give them in pairs"
+        )
+    val: Any = None
+    if args.phantoms:
+        from .phantom import make_random_phantom, phantom_seed
+        from .training import Case
+
+        data: Any = PhantomSource(args.first_seed)
+        val = []
+        for i in range(args.val_phantoms):
+            vol, lab = make_random_phantom(phantom_seed("eval", i))
+            val.append(Case(f"eval_phantom_{i}", vol, lab.array, dict(lab.names), "eval seed"))
+    elif args.datalist:
+        data = args.datalist
+    else:
+        data = [{"image": i, "label": lab} for i, lab in zip(args.image, args.labels, strict=True)]
+    config = TrainConfig(
+        steps=args.steps,
+        batch=args.batch,
+        clip_length=args.clip_length,
+        lr=args.lr,
+        warmup=args.warmup,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        seed=args.seed,
+        freeze=tuple(args.freeze),
+        precision=args.precision,
+        val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every,
+        augment=not args.no_augment,
+    )
+    if args.resume and not (args.model or args.checkpoint or args.arch):
+        arch_file = Path(args.out_dir) / "arch.json"
+        if arch_file.is_file():
+            args.arch = str(arch_file)
+    result = finetune(
+        args.out_dir,
+        data=data,
+        model=args.model,
+        checkpoint=args.checkpoint,
+        arch=_arch(args),
+        config=config,
+        val_data=val,
+        device=args.device,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        log=None if not out.quiet else (lambda s: None),
+    )
+    val_text = "" if result.val_dice is None else f", validation Dice {result.val_dice:.4f}"
+    out.result(f"{result.status} at step {result.step}: {result.checkpoint}{val_text}")
+    return EXIT_INTERRUPTED if result.status == "interrupted" else EXIT_OK
+
+
 def cmd_info(args: argparse.Namespace, out: _Out) -> int:
     from .io import MultipleSeriesError, list_series, load_volume
 
@@ -1341,6 +1526,8 @@ def cmd_weights_list(args: argparse.Namespace, out: _Out) -> int:
             state = f"{'' if entry else 'missing '}local file {spec.local_file}"
         out.result(f"{name}{mark}: {spec.description}")
         out.result(f"    licence: {spec.licence}; sha256: {spec.sha256 or 'none published'}")
+        for note in spec.notes if spec.local_file is not None else ():
+            out.result(f"    note: {note}")
         out.result(
             f"    weights: {state}"
             + ("" if entry else f"; get {spec.filename} from {' or '.join(download_urls(spec))}")

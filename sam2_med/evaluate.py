@@ -51,6 +51,7 @@ __all__ = [
     "CaseSpec",
     "StructureResult",
     "choose_slice",
+    "corrective_click",
     "derive_prompt",
     "evaluate_case",
     "format_table",
@@ -258,6 +259,46 @@ def derive_prompt(
         points=pt[None, :],
         point_labels=np.ones(1, dtype=np.int64),
     )
+
+
+def corrective_click(
+    pred: np.ndarray, gt: np.ndarray, axis_index: int
+) -> tuple[np.ndarray, int] | None:
+    """The simulated corrective click of the protocol, or None when the prediction is exact.
+
+    On the slice along ``axis_index`` with the most wrong voxels (false positives plus false
+    negatives; lowest index on ties), at the most interior pixel of its largest connected error
+    region (maximum of the 2D distance transform; first in C order on ties): positive (1) where
+    the object was missed, negative (0) on a false positive.
+
+    Parameters
+    ----------
+    pred, gt : (I, J, K) ndarray of bool
+        Prediction and ground truth of one structure, indexed ``(i, j, k)``.
+    axis_index : int
+
+    Returns
+    -------
+    (ijk, label) : ((3,) int64 ndarray, int) or None
+    """
+    from scipy.ndimage import distance_transform_edt
+    from scipy.ndimage import label as cc_label
+
+    err = np.asarray(pred, bool) != np.asarray(gt, bool)
+    other = tuple(a for a in range(3) if a != axis_index)
+    per_slice = err.sum(axis=other)
+    if per_slice.max() == 0:
+        return None
+    k = int(np.argmax(per_slice))
+    plane = np.take(err, k, axis=axis_index)
+    comp, _ = cc_label(plane)
+    biggest = comp == int(np.argmax(np.bincount(comp.ravel())[1:])) + 1
+    dist = distance_transform_edt(np.pad(biggest, 1))[1:-1, 1:-1]
+    r, c = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    ijk = np.zeros(3, np.int64)
+    ijk[axis_index] = k
+    ijk[other[0]], ijk[other[1]] = r, c
+    return ijk, int(bool(np.asarray(gt)[tuple(ijk)]))
 
 
 SegmentFn = Callable[[Volume, PromptSet], Any]

@@ -33,6 +33,17 @@ label name          HU      shape (body-centred RAS mm)
 The body is an elliptic cylinder along S-I with semi-axes 40 mm (R-L) and 30 mm (A-P). Each
 structure is the set of voxels whose centre lies inside its shape (no partial-volume blending),
 so the label map marks exactly the voxels that carry the structure's HU.
+
+Random anatomy
+--------------
+:func:`make_random_phantom` draws a new abdomen from a seed: the same structures (plus liver
+lesions, label 7) with random shapes (rotated, resized, two-lobed liver, a smooth elastic warp
+of the whole body), positions, sizes, tissue values and texture, noise, voxel spacing, field of
+view and grid orientation (LPS, RAS or a random oblique), as CT (HU) or as an MR-like image
+(T1- or T2-like tissue contrast, a smooth bias field, Rician noise). Labels stay exact: a voxel
+is labelled by the shape its centre lies in. Seeds are split once and for all:
+:data:`TRAIN_SEEDS` for training, :data:`EVAL_SEEDS` for evaluation, never overlapping
+(:func:`phantom_seed` maps a split and an index to a seed).
 """
 
 from __future__ import annotations
@@ -57,13 +68,20 @@ __all__ = [
     "BODY_CENTER_RAS",
     "DEFAULT_SHAPE",
     "DEFAULT_SPACING",
+    "EVAL_SEEDS",
     "PHANTOM_HU",
     "PHANTOM_LABELS",
     "PHANTOM_OUTPUTS",
     "PROMPTED_STRUCTURES",
+    "RANDOM_LABELS",
+    "TRAIN_SEEDS",
     "make_phantom",
+    "make_random_phantom",
     "phantom_affine",
+    "phantom_seed",
+    "seed_split",
     "write_phantom",
+    "write_random_phantom",
 ]
 
 Orientation = Literal["LPS", "RAS", "oblique"]
@@ -540,3 +558,511 @@ def _add_phantom_record(sidecar: Path, seed: int, orientation: str) -> None:
         "third_party_data": False,
     }
     sidecar.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+# -- random anatomy ------------------------------------------------------------------------------
+#: Label value -> name of the random phantoms: the fixed phantom's structures plus liver lesions.
+RANDOM_LABELS: Mapping[int, str] = MappingProxyType({**PHANTOM_LABELS, 7: "liver_lesion"})
+
+#: Seeds of phantoms that training may use.
+TRAIN_SEEDS = range(0, 1_000_000)
+#: Seeds of phantoms kept for evaluation; disjoint from :data:`TRAIN_SEEDS`.
+EVAL_SEEDS = range(1_000_000, 2_000_000)
+
+_SPLITS = {"train": TRAIN_SEEDS, "eval": EVAL_SEEDS}
+
+
+def phantom_seed(split: Literal["train", "eval"], index: int) -> int:
+    """The seed of the ``index``-th random phantom of a split.
+
+    Examples
+    --------
+    >>> phantom_seed("train", 5), phantom_seed("eval", 5)
+    (5, 1000005)
+    """
+    seeds = _SPLITS.get(split)
+    if seeds is None:
+        raise ValueError(f"unknown split {split!r}; use 'train' or 'eval'")
+    return seeds[int(index)]  # IndexError beyond the split
+
+
+def seed_split(seed: int) -> str:
+    """``"train"``, ``"eval"`` or ``"other"``: which split a phantom seed belongs to."""
+    for name, seeds in _SPLITS.items():
+        if int(seed) in seeds:
+            return name
+    return "other"
+
+
+@dataclass(frozen=True)
+class _Blob:
+    """A rotated ellipsoid (``z_range`` None) or a tilted elliptic tube along S-I (RAS mm)."""
+
+    name: str
+    center: np.ndarray  # (3,)
+    semi_axes: np.ndarray  # (3,); tubes use the first two
+    rotation: np.ndarray  # (3, 3): columns are the local axes in world coordinates
+    z_range: tuple[float, float] | None = None
+    slope: tuple[float, float] = (0.0, 0.0)  # tube axis drift in x, y per mm of z
+
+    def inside(self, xyz: tuple[np.ndarray, ...], grow: float = 0.0) -> np.ndarray:
+        """Bool array: points ``xyz = (x, y, z)`` (three float32 arrays) inside, grown by
+        ``grow`` mm."""
+        x, y, z = xyz
+        dx = x - np.float32(self.center[0])
+        dy = y - np.float32(self.center[1])
+        dz = z - np.float32(self.center[2])
+        if self.z_range is None:
+            r = self.rotation.astype(np.float32)
+            acc = None
+            for i in range(3):
+                u = dx * r[0, i] + dy * r[1, i] + dz * r[2, i]
+                u *= np.float32(1.0 / (self.semi_axes[i] + grow))
+                u *= u
+                acc = u if acc is None else acc + u
+            return acc <= 1.0
+        dx -= np.float32(self.slope[0]) * dz
+        dy -= np.float32(self.slope[1]) * dz
+        a, b = self.semi_axes[:2] + grow
+        lo, hi = self.z_range
+        dx *= np.float32(1.0 / a)
+        dy *= np.float32(1.0 / b)
+        return (dx * dx + dy * dy <= 1.0) & (z >= lo - grow) & (z <= hi + grow)
+
+
+def _random_rotation(
+    rng: np.random.Generator, max_degrees: tuple[float, float, float]
+) -> np.ndarray:
+    ax, ay, az = (rng.uniform(-m, m) for m in max_degrees)
+    return _rotation(2, az) @ _rotation(1, ay) @ _rotation(0, ax)
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
+    """Zero-mean, unit-std Gaussian-filtered white noise of ``shape`` (sigma in voxels)."""
+    from scipy.ndimage import gaussian_filter
+
+    f = gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma, mode="wrap")
+    std = float(f.std())
+    return f / std if std > 0 else f
+
+
+def _random_anatomy(rng: np.random.Generator, body: tuple[float, float]) -> list[_Blob]:
+    """The organs of one random abdomen (body-centred RAS mm), in painting order."""
+    a, b = body
+    sx, sy = a / _BODY_SEMI_AXES[0], b / _BODY_SEMI_AXES[1]
+    blobs: list[_Blob] = []
+    present = {name: rng.random() < p for name, p in _PRESENCE.items()}
+
+    def place(nominal: tuple[float, float, float], jitter: float) -> np.ndarray:
+        x, y, z = nominal
+        return np.array([x * sx, y * sy, z]) + rng.normal(0.0, jitter, 3)
+
+    def size(nominal: tuple[float, float, float], lo: float = 0.75, hi: float = 1.3) -> np.ndarray:
+        return np.asarray(nominal) * rng.uniform(lo, hi, 3) * np.array([sx, sy, 1.0]) ** 0.5
+
+    if present["liver"]:
+        c = place((17.0, 4.0, 8.0), 3.0)
+        axes = size((17.0, 14.0, 20.0))
+        rot = _random_rotation(rng, (10, 10, 25))
+        blobs.append(_Blob("liver", c, axes, rot))
+        # a second lobe overlapping the first: liver shapes are not ellipsoids
+        lobe_c = c + rot @ (axes * rng.uniform(-0.6, 0.6, 3))
+        lobe_axes = axes * rng.uniform(0.45, 0.8, 3)
+        blobs.append(_Blob("liver", lobe_c, lobe_axes, _random_rotation(rng, (20, 20, 40))))
+    if present["spleen"]:
+        blobs.append(
+            _Blob(
+                "spleen",
+                place((-22.0, -6.0, 12.0), 3.0),
+                size((8.0, 11.0, 14.0)),
+                _random_rotation(rng, (15, 15, 35)),
+            )
+        )
+    for name, x in (("kidney_right", 18.0), ("kidney_left", -18.0)):
+        if present[name]:
+            blobs.append(
+                _Blob(
+                    name,
+                    place((x, -14.0, -10.0), 2.5),
+                    size((6.0, 5.0, 12.0)),
+                    _random_rotation(rng, (15, 15, 30)),
+                )
+            )
+    for name, xy, r in (("aorta", (-6.0, -1.0), 5.0), ("vertebra", (0.0, -17.0), 7.0)):
+        if present[name]:
+            c = place((*xy, 0.0), 1.5)
+            rad = r * rng.uniform(0.75, 1.25) * np.ones(3)
+            rad[1] *= rng.uniform(0.85, 1.15)
+            slope = tuple(rng.uniform(-0.08, 0.08, 2))
+            blobs.append(_Blob(name, c, rad, np.eye(3), (-60.0, 60.0), slope))
+    return blobs
+
+
+_PRESENCE = {
+    "liver": 0.95,
+    "spleen": 0.9,
+    "kidney_right": 0.9,
+    "kidney_left": 0.9,
+    "aorta": 0.95,
+    "vertebra": 0.95,
+}
+
+
+def _warp(
+    rng: np.random.Generator, xyz: tuple[np.ndarray, ...]
+) -> tuple[tuple[np.ndarray, ...], float]:
+    """A smooth random elastic displacement of body-centred points (a few mm), and a bound on
+    its length in mm."""
+    out = [c.copy() for c in xyz]
+    bound = 0.0
+    for _ in range(3):
+        k = rng.normal(0.0, 1.0, 3)
+        k *= 2 * np.pi / rng.uniform(50.0, 120.0) / np.linalg.norm(k)
+        amp = rng.normal(0.0, 1.5, 3)
+        wave = np.sin(
+            xyz[0] * np.float32(k[0])
+            + xyz[1] * np.float32(k[1])
+            + xyz[2] * np.float32(k[2])
+            + np.float32(rng.uniform(0, 2 * np.pi))
+        )
+        for c in range(3):
+            out[c] += wave * np.float32(amp[c])
+        bound += float(np.linalg.norm(amp))
+    return tuple(out), bound
+
+
+def _low_frequency_field(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """A smooth zero-mean field of about unit amplitude varying over the whole grid."""
+    grids = np.ogrid[tuple(slice(0, n) for n in shape)]
+    field = np.zeros(shape, np.float32)
+    for _ in range(3):
+        phase = rng.uniform(0, 2 * np.pi)
+        arg = sum(
+            g.astype(np.float32) * np.float32(rng.uniform(-1, 1) * np.pi / max(n, 1))
+            for g, n in zip(grids, shape, strict=True)
+        )
+        field += np.cos(arg + np.float32(phase))
+    return field / np.float32(np.sqrt(1.5))
+
+
+def _tissue_values(rng: np.random.Generator, modality: str) -> dict[str, float]:
+    """Mean intensity per tissue: HU for CT, arbitrary units for the MR-like contrasts."""
+    if modality == "CT":
+        liver = rng.uniform(45, 120)
+        return {
+            "air": -1000.0,
+            "fat": rng.uniform(-120, -70),
+            "soft_tissue": rng.uniform(20, 50),
+            "liver": liver,
+            "spleen": liver + rng.uniform(-30, 20),
+            "kidney": rng.uniform(110, 220),
+            "aorta": rng.uniform(130, 320),
+            "vertebra": rng.uniform(250, 450),
+            "cortex": rng.uniform(600, 1100),
+            "lesion": liver + rng.choice([-1.0, 1.0]) * rng.uniform(25, 70),
+        }
+    t1 = rng.random() < 0.5
+    if t1:
+        liver = rng.uniform(380, 520)
+        v = {
+            "fat": rng.uniform(750, 1000),
+            "soft_tissue": rng.uniform(250, 340),
+            "liver": liver,
+            "spleen": rng.uniform(260, 360),
+            "kidney": rng.uniform(300, 600),
+            "aorta": rng.uniform(40, 140) if rng.random() < 0.5 else rng.uniform(650, 900),
+            "vertebra": rng.uniform(450, 650),
+            "cortex": rng.uniform(60, 150),
+            "lesion": liver - rng.uniform(120, 250),
+        }
+    else:
+        liver = rng.uniform(150, 240)
+        v = {
+            "fat": rng.uniform(450, 750),
+            "soft_tissue": rng.uniform(200, 300),
+            "liver": liver,
+            "spleen": rng.uniform(380, 520),
+            "kidney": rng.uniform(450, 650),
+            "aorta": rng.uniform(30, 110),
+            "vertebra": rng.uniform(250, 380),
+            "cortex": rng.uniform(40, 120),
+            "lesion": liver + rng.uniform(250, 600),
+        }
+    v["air"] = rng.uniform(0, 15)
+    return v
+
+
+def make_random_phantom(
+    seed: int, *, modality: Literal["CT", "MR"] | None = None
+) -> tuple[Volume, LabelVolume]:
+    """A random synthetic abdomen with exact labels, drawn from ``seed``.
+
+    Parameters
+    ----------
+    seed : int
+        Everything (anatomy, contrast, noise, grid) follows from it; the same seed always
+        gives the same voxels. Use :data:`TRAIN_SEEDS` for training and :data:`EVAL_SEEDS`
+        for evaluation (see :func:`phantom_seed`).
+    modality : {"CT", "MR"}, optional
+        Force the contrast; default: drawn from the seed (CT with probability 0.7).
+
+    Returns
+    -------
+    volume : Volume
+        ``(I, J, K)`` int16 array (HU for CT, arbitrary positive units for MR), RAS+ affine;
+        in-plane spacing 0.6-1.3 mm, slices 1-5 mm apart, LPS, RAS or a random oblique grid
+        (tilts up to 20 degrees), the field of view cropping the body by a random margin and
+        covering 50-100 mm along S-I. Provenance ``extra`` holds the seed, its split and the
+        drawn parameters.
+    labels : LabelVolume
+        uint8 labels on the same grid, names :data:`RANDOM_LABELS` (a structure may be absent
+        or cut by the field of view; lesions, label 7, are 0-3 spheroids carved out of the
+        liver).
+
+    Examples
+    --------
+    >>> vol, lab = make_random_phantom(phantom_seed("eval", 0))
+    >>> vol.provenance.extra["split"], lab.array.dtype
+    ('eval', dtype('uint8'))
+    """
+    rng = np.random.default_rng([int(seed), 0x5A2])
+    if modality is None:
+        modality = "CT" if rng.random() < 0.7 else "MR"
+    if modality not in ("CT", "MR"):
+        raise ValueError(f"modality must be 'CT' or 'MR', got {modality!r}")
+    body = (rng.uniform(32.0, 46.0), rng.uniform(24.0, 34.0))
+    blobs = _random_anatomy(rng, body)
+
+    # grid: orientation, spacing, field of view
+    orient = str(rng.choice(["LPS", "RAS", "oblique"], p=[0.4, 0.3, 0.3]))
+    if orient == "LPS":
+        rot = np.diag([-1.0, -1.0, 1.0])
+    elif orient == "RAS":
+        rot = np.eye(3)
+    else:
+        rot = _random_rotation(rng, (20, 20, 20)) @ np.diag([-1.0, -1.0, 1.0])
+    inplane = rng.uniform(0.6, 1.3)
+    step = rng.uniform(1.0, 5.0)
+    margin = rng.uniform(-6.0, 30.0, 2)  # negative: the body is cropped
+    extent = np.array([2 * body[0] + margin[0], 2 * body[1] + margin[1]])
+    inplane = max(inplane, float(extent.max()) / 160.0)
+    z_extent = rng.uniform(50.0, 100.0)
+    shape = (
+        int(np.ceil(extent[0] / inplane)),
+        int(np.ceil(extent[1] / inplane)),
+        max(12, int(np.ceil(z_extent / step))),
+    )
+    spacing = (inplane, inplane, step)
+    center = np.array([0.0, 0.0, rng.uniform(-15.0, 15.0)]) + rng.normal(0.0, 2.0, 3) * [1, 1, 0]
+    affine = np.eye(4)
+    affine[:3, :3] = rot * np.asarray(spacing)[None, :]
+    affine[:3, 3] = (
+        np.asarray(BODY_CENTER_RAS) + center - affine[:3, :3] @ ((np.asarray(shape) - 1) / 2)
+    )
+
+    i, j, k = (g.astype(np.float32) for g in np.ogrid[: shape[0], : shape[1], : shape[2]])
+    rel = affine[:3, 3] - np.asarray(BODY_CENTER_RAS)
+    world = tuple(
+        i * np.float32(affine[c, 0])
+        + j * np.float32(affine[c, 1])
+        + k * np.float32(affine[c, 2])
+        + np.float32(rel[c])
+        for c in range(3)
+    )
+    xyz, warp_mm = _warp(rng, world)
+    values = _tissue_values(rng, modality)
+    to_voxel = np.linalg.inv(affine)
+
+    def region(blob: _Blob, grow: float = 0.0) -> np.ndarray:
+        """``blob.inside`` on the whole grid, computed only in the voxel box that can hold it."""
+        reach = float(np.max(blob.semi_axes[:2] if blob.z_range else blob.semi_axes))
+        reach += abs(grow) + warp_mm + 1.0
+        lo = blob.center - reach
+        hi = blob.center + reach
+        if blob.z_range is not None:
+            lo[2], hi[2] = (
+                blob.z_range[0] - abs(grow) - warp_mm - 1.0,
+                blob.z_range[1] + abs(grow) + warp_mm + 1.0,
+            )
+            lo[:2] -= np.abs(blob.slope) * max(abs(lo[2]), abs(hi[2])) + 1.0
+            hi[:2] += np.abs(blob.slope) * max(abs(lo[2]), abs(hi[2])) + 1.0
+        corners = np.array(
+            [[x, y, z, 1.0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+        )
+        corners[:, :3] += np.asarray(BODY_CENTER_RAS)
+        vox = (to_voxel @ corners.T)[:3]
+        a = np.maximum(np.floor(vox.min(axis=1)).astype(int) - 1, 0)
+        b = np.minimum(np.ceil(vox.max(axis=1)).astype(int) + 2, shape)
+        out = np.zeros(shape, bool)
+        if np.any(b <= a):
+            return out
+        box = tuple(slice(int(u), int(v)) for u, v in zip(a, b, strict=True))
+        sub = tuple(np.broadcast_to(c, shape)[box] for c in xyz)
+        out[box] = blob.inside(sub, grow=grow)
+        return out
+
+    # paint: body, fat layer and halos, organs, lesions
+    a, b = body
+    x, y = xyz[0], xyz[1]
+    fat_t = rng.uniform(2.0, 9.0)
+    in_body = (x / a) ** 2 + (y / b) ** 2 <= 1.0
+    interior = (x / (a - fat_t)) ** 2 + (y / (b - fat_t)) ** 2 <= 1.0
+    tissue = np.zeros(shape, np.uint8)  # index into the tissue list below
+    names = ["air", "fat", "soft_tissue", "liver", "spleen", "kidney", "aorta", "vertebra"]
+    names += ["cortex", "lesion"]
+    code = {n: i for i, n in enumerate(names)}
+    tissue[in_body] = code["fat"]
+    tissue[interior] = code["soft_tissue"]
+    halo = rng.uniform(0.5, 3.0)
+    for blob in blobs:
+        tissue[region(blob, halo) & interior] = code["fat"]
+    labels = np.zeros(shape, np.uint8)
+    value_of = {n: v for v, n in RANDOM_LABELS.items()}
+    for blob in blobs:
+        m = region(blob) & interior
+        labels[m] = value_of[blob.name]
+        t = blob.name.split("_")[0] if blob.name.startswith("kidney") else blob.name
+        tissue[m] = code[t]
+        if blob.name == "vertebra":
+            core = region(blob, -rng.uniform(1.0, 2.5))
+            tissue[m & ~core] = code["cortex"]
+    liver = labels == value_of["liver"]
+    n_lesions = int(rng.choice([0, 1, 2, 3], p=[0.35, 0.35, 0.2, 0.1])) if liver.any() else 0
+    liver_blob = next((bl for bl in blobs if bl.name == "liver"), None)
+    for _ in range(n_lesions):
+        u = rng.normal(size=3)
+        u *= rng.uniform(0.0, 0.6) / np.linalg.norm(u)
+        c = liver_blob.center + liver_blob.rotation @ (u * liver_blob.semi_axes)
+        les = _Blob(
+            "liver_lesion",
+            c,
+            rng.uniform(2.5, 8.0) * rng.uniform(0.8, 1.2, 3),
+            _random_rotation(rng, (30, 30, 30)),
+        )
+        m = region(les) & liver
+        labels[m] = value_of["liver_lesion"]
+        tissue[m] = code["lesion"]
+
+    # intensities, texture, noise
+    base = np.array([values.get(n, 0.0) for n in names], np.float32)
+    img = base[tissue]
+    texture_amp = rng.uniform(0.0, 12.0) if modality == "CT" else rng.uniform(0.0, 0.06)
+    if texture_amp > 0:
+        tex = _smooth_field(rng, shape, sigma=rng.uniform(0.8, 2.0))
+        if modality == "CT":
+            img += (texture_amp * tex) * (tissue != code["air"])
+        else:
+            img *= 1.0 + texture_amp * tex
+    if modality == "CT":
+        noise = rng.uniform(3.0, 18.0)
+        img += rng.standard_normal(shape, dtype=np.float32) * np.float32(noise)
+        arr = np.clip(np.rint(img), -1024, 3071).astype(np.int16)
+    else:
+        bias = np.exp(np.float32(rng.uniform(0.05, 0.25)) * _low_frequency_field(rng, shape))
+        img *= bias
+        noise = rng.uniform(5.0, 25.0)
+        n1 = rng.standard_normal(shape, dtype=np.float32) * np.float32(noise)
+        n2 = rng.standard_normal(shape, dtype=np.float32) * np.float32(noise)
+        arr = np.clip(np.rint(np.sqrt((img + n1) ** 2 + n2**2)), 0, 32767).astype(np.int16)
+
+    params = {
+        "modality": modality,
+        "orientation": orient,
+        "shape": list(shape),
+        "spacing_mm": [round(float(s), 4) for s in spacing],
+        "body_semi_axes_mm": [round(float(v), 2) for v in body],
+        "noise": round(float(noise), 3),
+        "lesions": n_lesions,
+        "structures": sorted({bl.name for bl in blobs}),
+    }
+    split = seed_split(seed)
+    provenance = Provenance(
+        format="synthetic",
+        description=f"sam2-med random phantom (seed {seed}, {split} split, {modality})",
+        source_orientation=geometry.axcodes(affine),
+        notes=("generated by sam2_med.phantom.make_random_phantom",),
+        extra={"generator": "sam2_med.phantom", "seed": int(seed), "split": split, **params},
+    )
+    volume = Volume(
+        arr,
+        affine,
+        modality=modality,
+        provenance=provenance,
+        window=WindowHint(40.0, 400.0, "SOFT_TISSUE") if modality == "CT" else None,
+    )
+    return volume, LabelVolume(labels, volume, dict(RANDOM_LABELS), {"random_phantom": params})
+
+
+def write_random_phantom(
+    out_dir: str | os.PathLike[str], seed: int, *, overwrite: bool = False
+) -> dict[str, Path]:
+    """Write a random phantom (:func:`make_random_phantom`) as NIfTI image, labels and prompts.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Folder to write into (created if missing).
+    seed : int
+        Phantom seed (see :func:`phantom_seed`).
+    overwrite : bool
+        Replace existing outputs; default: refuse if any exists.
+
+    Returns
+    -------
+    dict of str -> Path
+        ``"image"``: ``random_<seed>_image.nii.gz`` (int16; HU for CT), ``"image_sidecar"``:
+        its ``.json`` (``Modality``), ``"labels"``: ``random_<seed>_labels.nii.gz`` with
+        ``"label_names"`` beside it, ``"prompts"``: ``random_<seed>_prompts.json``, one positive
+        click (voxel indices) at the most interior point of the largest axial cross-section of
+        each of :data:`PROMPTED_STRUCTURES` present. Written atomically (temporary folder, then
+        renamed).
+    """
+    from .evaluate import derive_prompt
+    from .io import OutputExistsError
+    from .prompts import axis_index_for
+
+    out = Path(out_dir)
+    stem = f"random_{int(seed)}"
+    names = {
+        "image": f"{stem}_image.nii.gz",
+        "image_sidecar": f"{stem}_image.json",
+        "labels": f"{stem}_labels.nii.gz",
+        "label_names": f"{stem}_labels.json",
+        "prompts": f"{stem}_prompts.json",
+    }
+    targets = {k: out / n for k, n in names.items()}
+    existing = [p for p in targets.values() if p.exists()]
+    if existing and not overwrite:
+        names_found = ", ".join(p.name for p in existing)
+        raise OutputExistsError(
+            f"phantom outputs exist ({names_found}); pass overwrite=True",
+            out,
+            cli=f"phantom outputs exist ({names_found}); give --overwrite to replace them",
+        )
+    volume, labels = make_random_phantom(seed)
+    axis_index = axis_index_for(volume, "axial", None)
+    objects = []
+    value_of = {n: v for v, n in RANDOM_LABELS.items()}
+    for name in PROMPTED_STRUCTURES:
+        m = labels.array == value_of[name]
+        if m.any():
+            p = derive_prompt(m, axis_index, label=value_of[name], name=name, mode="point")
+            objects.append(
+                {"name": name, "label": value_of[name], "points": [[*map(int, p.points[0]), 1]]}
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".phantom-", dir=out))
+    try:
+        from .io import save_mask
+
+        _write_nifti_image(volume, tmp / names["image"])
+        meta = {"Modality": volume.modality, "Manufacturer": "sam2-med random phantom"}
+        (tmp / names["image_sidecar"]).write_text(json.dumps(meta, indent=2) + "\n")
+        save_mask(labels, tmp / names["labels"], reference=volume, label_names=dict(RANDOM_LABELS))
+        prompts = {"space": "voxel", "objects": objects}
+        (tmp / names["prompts"]).write_text(json.dumps(prompts, indent=2) + "\n")
+        for key, dest in targets.items():
+            os.replace(tmp / names[key], dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return targets

@@ -43,6 +43,12 @@ def test_two_setup_commands_and_ci_runs_the_test_one() -> None:
     generated = {f"sample_data/generated/{name}" for name in PHANTOM_OUTPUTS.values()}
     assert segment[2] in generated
     assert segment[segment.index("--prompts") + 1] in generated
+    # the main job runs offline: the model ships inside the package; it prints Dice against
+    # the phantom's own labels
+    from sam2_med.models import get_spec
+
+    assert get_spec(segment[segment.index("--model") + 1]).local_file is not None
+    assert segment[segment.index("--compare") + 1] == "sample_data/generated/phantom_labels.nii.gz"
 
 
 @pytest.fixture

@@ -40,6 +40,8 @@ DEFAULT_ARCH: dict[str, Any] = {
     "no_obj_embed_spatial": True,
     "proj_tpos_enc_in_obj_ptrs": True,
     "multimask_output_for_tracking": True,
+    "multimask_output_in_sam": True,
+    "dynamic_multimask_via_stability": True,
 }
 
 
@@ -87,7 +89,10 @@ def arch_to_config(arch: dict[str, Any]) -> Sam2VideoConfig:
         ``memory_fuser_intermediate_dim``, ``num_maskmem``, ``no_obj_embed_spatial``,
         ``proj_tpos_enc_in_obj_ptrs`` (Meta's ``add_tpos_enc_to_obj_ptrs`` and
         ``proj_tpos_enc_in_obj_ptrs``: both true in SAM 2.1, both false in SAM 2.0; transformers has
-        one switch for the pair), ``multimask_output_for_tracking``.
+        one switch for the pair), ``multimask_output_for_tracking``, ``multimask_output_in_sam``
+        (three masks for a single click; Meta's YAML key of the same name) and
+        ``dynamic_multimask_via_stability`` (a single-mask output falls back to the best of the
+        three when unstable; Meta's ``sam_mask_decoder_extra_args``).
 
     Returns
     -------
@@ -148,12 +153,14 @@ def arch_to_config(arch: dict[str, Any]) -> Sam2VideoConfig:
             num_attention_heads=a["mask_decoder_heads"],
             attention_downsample_rate=a["mask_decoder_attention_downsample_rate"],
             iou_head_hidden_dim=a["iou_head_hidden_dim"],
+            dynamic_multimask_via_stability=bool(a["dynamic_multimask_via_stability"]),
         ),
         image_size=size,
         num_maskmem=a["num_maskmem"],
         enable_occlusion_spatial_embedding=bool(a["no_obj_embed_spatial"]),
         enable_temporal_pos_encoding_for_object_pointers=bool(a["proj_tpos_enc_in_obj_ptrs"]),
         multimask_output_for_tracking=bool(a["multimask_output_for_tracking"]),
+        multimask_output_in_sam=bool(a["multimask_output_in_sam"]),
         memory_attention_hidden_size=d,
         memory_attention_num_layers=a["memory_attention_layers"],
         memory_attention_downsample_rate=a["memory_attention_downsample_rate"],

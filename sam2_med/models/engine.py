@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -48,11 +49,14 @@ if TYPE_CHECKING:
     from transformers import Sam2VideoInferenceSession, Sam2VideoModel
 
 __all__ = [
+    "ClipFeatures",
     "FeatureSource",
     "FrameOutput",
     "Interrupted",
     "Sam2Engine",
+    "Sam2TrainingEngine",
     "TrackingState",
+    "TrainStep",
     "logits_of",
     "pointer_of",
     "score_logits_of",
@@ -710,3 +714,360 @@ class Sam2Engine:
                 del tracked[f]
             elif what == "pointer":
                 Sam2Engine.strip_memory(tracked[f])
+
+
+# =================================================================================================
+# Training: differentiable single-frame steps over a batch of clips
+# =================================================================================================
+#
+# ``Sam2VideoModel.forward`` and ``propagate_in_video_iterator`` run under ``inference_mode``, and
+# ``_run_single_frame_inference`` keeps only the chosen mask and drops the object score in
+# training mode. SAM 2's training (Meta's ``training/model/sam2.py``) needs, per frame, every
+# multimask output with its IoU prediction and the object-score logit, and memory encoded with
+# gradients. The functions below rebuild the same per-frame computation from the model's modules
+# (prompt encoder, mask decoder, object-pointer projection) and its memory internals, for a batch
+# of B clips that share frame indices (clip b's frame t is row b of every tensor of frame t).
+# With B = 1, the model in eval mode and gradients off they give exactly what
+# :meth:`Sam2Engine.decode_prompt` and :meth:`Sam2Engine.track` give (``tests/models/test_engine.py``
+# checks it), so a trained model runs unchanged in a :class:`sam2_med.session.Session`.
+
+
+@dataclass
+class ClipFeatures:
+    """Image-encoder output of a batch of clips, frame-major.
+
+    Attributes
+    ----------
+    levels : list of (HW_l, T * B, C_l) tensors
+        Backbone features per level; column ``t * B + b`` is frame ``t`` of clip ``b``.
+    pos : list of (HW_l, 1, C) tensors
+        Position encodings (the same for every frame).
+    batch : int
+        Clips ``B``.
+    """
+
+    levels: list[torch.Tensor]
+    pos: list[torch.Tensor]
+    batch: int
+
+    def gather(self, index: torch.Tensor, batch: int) -> ClipFeatures:
+        """The features of other clips built from these: column ``j`` of the result is column
+        ``index[j]`` of these (``len(index) = T * batch``, frame-major). Lets several objects
+        share one encoded frame; gradients add up where they do."""
+        idx = index.to(self.levels[0].device)
+        return ClipFeatures([f.index_select(1, idx) for f in self.levels], self.pos, int(batch))
+
+    def frame(self, t: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Features ``(HW_l, B, C_l)`` per level and position encodings ``(HW_l, B, C)`` of frame ``t``."""
+        b = self.batch
+        feats = [f[:, t * b : (t + 1) * b] for f in self.levels]
+        pos = [p.expand(-1, b, -1) for p in self.pos]
+        return feats, pos
+
+
+@dataclass
+class TrainStep:
+    """Differentiable outputs of one frame for a batch of B clips.
+
+    Attributes
+    ----------
+    multimask_logits : (B, M, h, w) tensor
+        Low-resolution logits of every mask the decoder produced (``M = 3`` with multimask
+        output, else 1), after SAM 2's object-score gate (a frame whose object-score logit is
+        <= 0 gets a constant -1024: no mask gradient there, as in Meta's training).
+    iou : (B, M) tensor
+        IoU predictions of those masks.
+    object_score : (B, 1) tensor
+        Object-score logits (> 0: present).
+    logits : (B, h, w) tensor
+        The mask passed on to memory and to the user: the highest predicted IoU of the
+        multimask outputs, or the only one.
+    high_res : (B, 1, S, S) tensor
+        ``logits`` upsampled to the model input (what the memory encoder reads).
+    pointer : (B, C) tensor
+        Object pointer of the frame.
+    from_mask : bool
+        True when the output is a mask prompt passed through (no decoder loss applies).
+    """
+
+    multimask_logits: torch.Tensor
+    iou: torch.Tensor
+    object_score: torch.Tensor
+    logits: torch.Tensor
+    high_res: torch.Tensor
+    pointer: torch.Tensor
+    from_mask: bool = False
+
+
+class _NoFeatures:
+    """Feature source of a training state: features are passed to each call instead."""
+
+    def features(self, k: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # pragma: no cover
+        raise RuntimeError("a training state takes its features with each call")
+
+
+class Sam2TrainingEngine(Sam2Engine):
+    """:class:`Sam2Engine` plus differentiable single-frame steps for training.
+
+    The caller sets the module mode (``model.train()`` for Meta's training semantics: dropout in
+    memory attention, no stability fallback in the decoder, sigmoid masks into memory) and the
+    grad mode; nothing here switches either. One training clip batch goes::
+
+        feats = eng.encode_clips(pixels, batch=B)          # (T * B) frames, frame-major
+        st = eng.train_state(n_frames)
+        f, pos = feats.frame(0)
+        step = eng.decode_train(eng.condition(st, 0, f, pos, with_memory=False), f,
+                                points=pts, labels=lab)    # losses on step.multimask_logits...
+        eng.commit(st, 0, f, step, conditioning=True, from_prompt=True)
+        for t in range(1, T):
+            f, pos = feats.frame(t)
+            step = eng.decode_train(eng.condition(st, t, f, pos, with_memory=True), f,
+                                    initial=False)
+            eng.commit(st, t, f, step, conditioning=False, from_prompt=False)
+    """
+
+    def encode_clips(self, pixels: torch.Tensor, batch: int) -> ClipFeatures:
+        """Image features of ``T * B`` frames (frame-major), with gradients when enabled.
+
+        Parameters
+        ----------
+        pixels : (T * B, 3, S, S) float tensor
+            Model-input frames from :class:`sam2_med.frames.SliceStream`; row ``t * B + b`` is frame
+            ``t`` of clip ``b``.
+        batch : int
+            Clips ``B``.
+        """
+        out = self.model.get_image_features(pixels, return_dict=True)
+        pos = [p[:, :1] for p in out.fpn_position_encoding]
+        return ClipFeatures(list(out.fpn_hidden_states), pos, int(batch))
+
+    def train_state(self, n_frames: int) -> TrackingState:
+        """An empty memory bank for a batch of clips of a volume of ``n_frames`` slices.
+
+        ``n_frames`` is the frame count of the *volume* the clips come from: SAM 2 normalises
+        object-pointer distances by ``min(n_frames, max_object_pointers)``, and a short clip must
+        see the encoding inference will use.
+        """
+        return self.new_state(n_frames, _NoFeatures())
+
+    def condition(
+        self,
+        state: TrackingState,
+        k: int,
+        feats: list[torch.Tensor],
+        pos: list[torch.Tensor],
+        *,
+        with_memory: bool,
+        reverse: bool = False,
+    ) -> torch.Tensor:
+        """The frame's top-level features, conditioned on the memory bank: ``(B, C, H, W)``.
+
+        ``with_memory`` False: SAM 2's initial conditioning frame (the learned no-memory embedding
+        is added); True: memory attention over the conditioning frames, the tracked frames behind
+        ``k`` and their object pointers in ``state``.
+        """
+        m = self.model
+        k = int(k)
+        if not with_memory:
+            # SAM 2's initial conditioning frame: no memory, a learned "no memory" embedding
+            return m._prepare_memory_conditioned_features(
+                inference_session=state._s,
+                frame_idx=k,
+                obj_idx=0,
+                is_initial_conditioning_frame=True,
+                current_vision_features=feats[-1],
+                current_vision_positional_embeddings=pos[-1],
+                num_total_frames=state.n_frames,
+                track_in_reverse_time=bool(reverse),
+                streaming=False,
+            )
+        # The memory path of ``_prepare_memory_conditioned_features``, whose final reshape
+        # only holds for a batch of one: gather memories and object pointers, attend, reshape.
+        top = feats[-1]
+        b, c = top.size(1), top.size(2)
+        h, w = m.backbone_feature_sizes[-1]
+        frames = m._gather_memory_frame_outputs(state._s, 0, k, bool(reverse))
+        memories, memory_pos = m._build_memory_attention_inputs(frames, top.device)
+        offsets, pointers, max_pointers = m._get_object_pointers(
+            state._s, 0, k, state.n_frames, top.device, bool(reverse), False
+        )
+        n_pointer_tokens = 0
+        if pointers:
+            ptr, ptr_pos = m._process_object_pointers(
+                offsets, pointers, max_pointers, b, c, top.device
+            )
+            memories.append(ptr)
+            memory_pos.append(ptr_pos)
+            n_pointer_tokens = ptr.shape[0]
+        out = m.memory_attention(
+            current_vision_features=top,
+            current_vision_position_embeddings=pos[-1],
+            memory=torch.cat(memories, dim=0).to(top.dtype),
+            memory_posision_embeddings=torch.cat(memory_pos, dim=0),
+            num_object_pointer_tokens=n_pointer_tokens,
+        )  # (1, B, HW, C)
+        return out[0].permute(0, 2, 1).reshape(b, c, h, w)
+
+    def _high_res(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        sizes = self.model.backbone_feature_sizes
+        return [
+            x.permute(1, 2, 0).reshape(x.size(1), x.size(2), *s)
+            for x, s in zip(feats[:-1], sizes[:-1], strict=True)
+        ]
+
+    def decode_train(
+        self,
+        pix_feat: torch.Tensor,
+        feats: list[torch.Tensor],
+        *,
+        points: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        prior: torch.Tensor | None = None,
+        initial: bool = True,
+        multimask: bool | None = None,
+    ) -> TrainStep:
+        """SAM 2's prompt encoder and mask decoder on a conditioned frame, every output kept.
+
+        Parameters
+        ----------
+        pix_feat : (B, C, H, W) tensor
+            From :meth:`condition`.
+        feats : list of (HW_l, B, C_l) tensors
+            The frame's backbone features (the two high-resolution levels are read).
+        points : (B, N, 2) float tensor, optional
+            Model-input pixels ``(x, y)``; boxes are two rows labelled 2 and 3, first.
+        labels : (B, N) int tensor, optional
+            1 positive, 0 negative, 2/3 box corners, -1 padding.
+        prior : (B, h, w) tensor, optional
+            Earlier low-resolution logits fed back as the dense mask prompt (correction clicks).
+        initial : bool
+            An initial conditioning frame (decides multimask output with the number of points).
+        multimask : bool, optional
+            Force multimask output on or off; default SAM 2's rule (initial or
+            ``multimask_output_for_tracking``, and 0 or 1 point).
+        """
+        m = self.model
+        b = pix_feat.shape[0]
+        dev = pix_feat.device
+        if points is None:
+            pts = torch.zeros(b, 1, 1, 2, device=dev, dtype=pix_feat.dtype)
+            lab = -torch.ones(b, 1, 1, device=dev, dtype=torch.int32)
+            n_pts = 0
+        else:
+            pts = points.to(dev, torch.float32)[:, None]
+            lab = labels.to(dev, torch.int32)[:, None]
+            n_pts = int(lab.shape[-1])
+        if multimask is None:
+            multimask = m._use_multimask(initial, {"point_labels": torch.zeros(1, 1, n_pts)})
+        mask_input = None
+        if prior is not None:
+            mask_input = prior.to(dev, pix_feat.dtype)[:, None]
+            if tuple(mask_input.shape[-2:]) != tuple(m.prompt_encoder.mask_input_size):
+                mask_input = F.interpolate(
+                    mask_input.float(),
+                    size=m.prompt_encoder.mask_input_size,
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=True,
+                ).to(mask_input.dtype)
+        sparse, dense = m.prompt_encoder(
+            input_points=pts, input_labels=lab, input_boxes=None, input_masks=mask_input
+        )
+        image_pe = m.get_image_wide_positional_embeddings().repeat(b, 1, 1, 1)
+        masks, iou, tokens, obj = m.mask_decoder(
+            image_embeddings=pix_feat,
+            image_positional_embeddings=image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=bool(multimask),
+            high_resolution_features=self._high_res(feats),
+        )
+        masks, iou, tokens, obj = masks[:, 0], iou[:, 0], tokens[:, 0], obj.reshape(b, 1)
+        present = obj > 0
+        masks = torch.where(present[:, :, None, None], masks, -1024.0)
+        best = iou.argmax(dim=-1) if masks.shape[1] > 1 else torch.zeros(b, dtype=torch.long)
+        rows = torch.arange(b, device=dev)
+        chosen = masks[rows, best.to(dev)]
+        token = tokens[rows, best.to(dev)]
+        size = int(m.image_size)
+        high = F.interpolate(
+            chosen[:, None].float(), size=(size, size), mode="bilinear", align_corners=False
+        ).to(chosen.dtype)
+        lam = present.to(token.dtype)
+        pointer = lam * m.object_pointer_proj(token) + (1 - lam) * m.no_object_pointer
+        return TrainStep(masks, iou, obj, chosen, high, pointer)
+
+    def mask_as_output(self, feats: list[torch.Tensor], mask: torch.Tensor) -> TrainStep:
+        """A mask prompt passed through as the frame's output (SAM 2's ``_use_mask_as_output``).
+
+        The output logits are ``20 * mask - 10``; the object pointer comes from the decoder run
+        on the raw frame features with the downsampled mask as dense prompt (what transformers'
+        ``_use_mask_as_output`` does, whose decoder call only holds for a batch of one).
+
+        Parameters
+        ----------
+        feats : list of (HW_l, B, C_l) tensors
+        mask : (B, S, S) float tensor
+            0/1 masks in model-input pixels.
+        """
+        m = self.model
+        b = mask.shape[0]
+        top = feats[-1]
+        pix = top.permute(1, 2, 0).reshape(b, top.size(2), *m.backbone_feature_sizes[-1])
+        mask = mask[:, None].to(pix.dtype)
+        high = mask * 20.0 - 10.0
+        low = F.interpolate(
+            high.float(),
+            size=m.prompt_encoder.mask_input_size,
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        ).to(pix.dtype)[:, 0]
+        dec = self.decode_train(
+            pix, feats, prior=m.mask_downsample(mask)[:, 0], initial=True, multimask=True
+        )
+        lam = (mask.flatten(1) > 0).any(-1, keepdim=True).to(pix.dtype)  # (B, 1)
+        pointer = lam * dec.pointer + (1 - lam) * m.no_object_pointer
+        return TrainStep(
+            multimask_logits=low[:, None],
+            iou=mask.new_ones(b, 1),
+            object_score=20.0 * lam - 10.0,
+            logits=low,
+            high_res=high,
+            pointer=pointer,
+            from_mask=True,
+        )
+
+    def commit(
+        self,
+        state: TrackingState,
+        k: int,
+        feats: list[torch.Tensor],
+        step: TrainStep,
+        *,
+        conditioning: bool,
+        from_prompt: bool,
+    ) -> None:
+        """Store a frame's output in the memory bank and encode its memory (with gradients).
+
+        ``conditioning``: store as a conditioning frame (prompted) or a tracked frame.
+        ``from_prompt``: the mask came from a prompt (in eval mode SAM 2 then binarises it before
+        the memory encoder; in training mode it always uses the sigmoid, as Meta's training does).
+        """
+        out = {
+            "pred_masks": step.logits[:, None],
+            "object_pointer": step.pointer,
+            "object_score_logits": step.object_score,
+        }
+        state._s.store_output(0, int(k), output_value=out, is_conditioning_frame=conditioning)
+        mem, mem_pos = self.model._encode_new_memory(
+            current_vision_feats=feats[-1],
+            pred_masks_high_res=step.high_res,
+            object_score_logits=step.object_score[:, :, None],
+            is_mask_from_pts=from_prompt,
+        )
+        bank = state.cond if conditioning else state.tracked
+        bank[int(k)]["maskmem_features"] = mem
+        bank[int(k)]["maskmem_pos_enc"] = mem_pos
+        if not conditioning:
+            state.directions[int(k)] = {"reverse": False}

@@ -541,6 +541,12 @@ def import_weights(
     """
     spec = get_spec(name)
     src = Path(file).expanduser()
+    if spec.local_file is not None:
+        raise CheckpointError(
+            f"model {spec.name!r} uses the weights file its configuration names "
+            f"({spec.local_file}): there is nothing to import",
+            src,
+        )
     if not src.exists():
         raise WeightsNotFoundError("no such file", src)
     check_regular_file(src, "checkpoint", CheckpointError)

@@ -412,8 +412,8 @@ def phantom(tmp_path_factory):
 
 
 def test_readme_command_without_weights_fails_fast(cli, tmp_path, phantom):
-    """The README's main command with the default model and no cached weights: an error line
-    and a few lines saying how to import a checkpoint, exit code 2, within seconds, nothing
+    """The command for real scans (the default model, SAM 2.1) with no cached weights: an error
+    line and a few lines saying how to import a checkpoint, exit code 2, within seconds, nothing
     written."""
     import time
 
