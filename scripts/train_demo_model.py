@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "name": NAME,
         "family": "sam2-med demo",
         "size": "demo",
-        "order": 5,
+        "order": 40,  # after the published models: napari selects the first one
         "description": (
             "sam2-med demo: reduced SAM 2.1 (128 px) trained on synthetic phantoms; "
             "not for clinical images"

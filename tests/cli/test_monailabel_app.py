@@ -357,7 +357,9 @@ def test_monailabel_server_and_client(tmp_path, tiny_checkpoint, tiny_model):
     # /info/: the one interactive 3D model, with the model and its licence in the description
     model = answers["info"]["models"]["sam2_med"]
     assert model["type"] == "deepgrow" and model["dimension"] == 3
-    assert "Model custom (128 px) on cpu, float32; licence: " in model["description"]
+    assert (
+        "Model custom (128 px) on cpu, float32 (precision auto); licence: " in model["description"]
+    )
 
     # the answers lie on the study's grid and hold what the Session API gives for the clicks
     ref = _reference(tiny_model, study, [([CLICK], [1]), ([CORRECTION], [0])])

@@ -34,6 +34,7 @@ SHIPPED = [
     *(f"sam2.1_hiera_{s}" for s in ("tiny", "small", "base_plus", "large")),
     *(f"sam2_hiera_{s}" for s in ("tiny", "small", "base_plus", "large")),
     "medsam2",
+    "sam2med_demo_phantom",  # last: the napari picker opens on the first (SAM 2.1-tiny)
 ]
 
 
@@ -103,7 +104,9 @@ def test_shipped_models_come_from_package_yaml_files() -> None:
         assert registry.read_model_config(spec.config_file) == spec  # full check incl. build
         # MedSAM2's reported results come from its published CT script (issue 16)
         declared = ("medsam2", "sitk") if name == "medsam2" else ("sam2", "radiological")
-        assert (spec.protocol, spec.slice_layout, spec.local_file) == (*declared, None)
+        shipped = registry.package_config_dir().parent / "weights" / f"{name}.pt"
+        local = shipped if name == "sam2med_demo_phantom" else None  # weights in the package
+        assert (spec.protocol, spec.slice_layout, spec.local_file) == (*declared, local)
         config = arch_to_config(spec.arch_dict())
         assert config.image_size == spec.image_size
 
