@@ -10,14 +10,7 @@ from sam2_med.frames import IMAGENET_MEAN, IMAGENET_STD, SliceStream, display_or
 from sam2_med.geometry import lps_to_ras
 from sam2_med.intensity import IntensityTransform
 from sam2_med.volume import Volume
-
-
-def _rot(axis: int, deg: float) -> np.ndarray:
-    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
-    i, j = [a for a in range(3) if a != axis]
-    r = np.eye(3)
-    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-    return r
+from tests._geometry import rotation as _rot
 
 
 def _affine(m3: np.ndarray, t=(10.0, -20.0, 30.0)) -> np.ndarray:

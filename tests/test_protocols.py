@@ -25,26 +25,13 @@ from sam2_med.protocols import (
 )
 from sam2_med.session import Session, resolve_protocol
 from sam2_med.volume import Volume
+from tests._geometry import affine as _affine
+from tests._geometry import rotation as _rot
 
 
 @pytest.fixture(scope="module")
 def model():
     return LoadedModel.from_module(random_model(tiny_config(128), seed=0), name="tiny-test")
-
-
-def _rot(axis: int, deg: float) -> np.ndarray:
-    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
-    i, j = [a for a in range(3) if a != axis]
-    r = np.eye(3)
-    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-    return r
-
-
-def _affine(m3) -> np.ndarray:
-    a = np.eye(4)
-    a[:3, :3] = m3
-    a[:3, 3] = (5.0, -7.0, 11.0)
-    return a
 
 
 AFFINES = {

@@ -15,6 +15,8 @@ from sam2_med.models import LoadedModel
 from sam2_med.models.testing import random_model, tiny_config
 from sam2_med.session import Session, SliceResult
 from sam2_med.volume import Volume
+from tests._geometry import affine as _affine
+from tests._geometry import rotation as _rot
 
 
 @pytest.fixture(scope="module")
@@ -26,21 +28,6 @@ def model():
 def absent_model():
     """A model whose object score always says "no object"."""
     return LoadedModel.from_module(random_model(tiny_config(128), seed=1, object_score_bias=-10.0))
-
-
-def _rot(axis: int, deg: float) -> np.ndarray:
-    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
-    i, j = [a for a in range(3) if a != axis]
-    r = np.eye(3)
-    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-    return r
-
-
-def _affine(m3) -> np.ndarray:
-    a = np.eye(4)
-    a[:3, :3] = m3
-    a[:3, 3] = (5.0, -7.0, 11.0)
-    return a
 
 
 AFFINES = {

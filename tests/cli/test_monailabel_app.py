@@ -23,20 +23,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tests._geometry import rotation as _rot
 from tests.conftest import ROOT
 
 SERVER_VENV = Path(os.environ.get("SAM2_MED_MONAILABEL_VENV", ROOT / ".venv-monailabel"))
 CLIENT = Path(__file__).with_name("monailabel_client.py")
 CLICK = (17, 19, 4)  # foreground click on the block
 CORRECTION = (30, 8, 6)  # a background click on another slice
-
-
-def _rot(axis: int, deg: float) -> np.ndarray:
-    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
-    i, j = [a for a in range(3) if a != axis]
-    r = np.eye(3)
-    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-    return r
 
 
 def _study(path: Path) -> Path:
