@@ -10,13 +10,11 @@ import numpy as np
 import pytest
 
 from sam2_med.errors import PromptError
-from sam2_med.geometry import lps_to_ras
 from sam2_med.models import LoadedModel
 from sam2_med.models.testing import random_model, tiny_config
 from sam2_med.session import Session, SliceResult
 from sam2_med.volume import Volume
-from tests._geometry import affine as _affine
-from tests._geometry import rotation as _rot
+from tests._geometry import blob_volume
 
 
 @pytest.fixture(scope="module")
@@ -30,20 +28,8 @@ def absent_model():
     return LoadedModel.from_module(random_model(tiny_config(128), seed=1, object_score_bias=-10.0))
 
 
-AFFINES = {
-    "LPS": lps_to_ras(_affine(np.diag([0.9, 0.9, 2.0]))),
-    "oblique": _affine(_rot(0, 15) @ _rot(2, 25) @ np.diag([-0.9, -0.9, 2.0])),
-    # sagittal acquisition stored permuted: i -> posterior, j -> inferior, k -> right
-    "sagittal_permuted": _affine(np.array([[0.0, 0.0, 1.2], [-0.7, 0.0, 0.0], [0.0, -0.7, 0.0]])),
-}
-
-
 def _volume(name: str = "LPS", shape=(36, 44, 24)) -> Volume:
-    rng = np.random.default_rng(0)
-    arr = rng.normal(0.0, 30.0, shape).astype(np.float32)
-    ii, jj, kk = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
-    arr[(ii / 0.6) ** 2 + (jj / 0.5) ** 2 + (kk / 0.8) ** 2 < 1] += 250.0
-    return Volume(arr, AFFINES[name], modality="CT")
+    return blob_volume(name, shape)
 
 
 def _blob(shape, center, radii) -> np.ndarray:
