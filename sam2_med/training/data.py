@@ -352,6 +352,11 @@ class ClipSampler:
         "kidneys" label) instead of the whole label.
     min_area : int
         Smallest object area in frame pixels on the first frame.
+    past_end : float
+        Probability that a clip starts on one of the object's last ``T - 1`` slices in its
+        direction, so that it runs past the object's end and the later frames hold nothing
+        (what teaches the object score that an object ends). 0 (default): the first frame is
+        any slice holding the object.
     augment : bool
         MONAI random affine (rotation up to 15 degrees, scale 0.85-1.15, shifts up to 8 % of
         the side) applied identically to every frame and mask of a clip, then random gamma
@@ -367,6 +372,7 @@ class ClipSampler:
         window: Any = "auto",
         component_prob: float = 0.0,
         min_area: int = 4,
+        past_end: float = 0.0,
         augment: bool = True,
     ) -> None:
         self.image_size = int(image_size)
@@ -375,6 +381,7 @@ class ClipSampler:
         self.window = window
         self.component_prob = float(component_prob)
         self.min_area = int(min_area)
+        self.past_end = float(past_end)
         self.augment = bool(augment)
         self._streams: dict[tuple[int, str], SliceStream] = {}
         self._aug = _augmenter(self.image_size) if augment else None
@@ -435,8 +442,15 @@ class ClipSampler:
             ks = np.flatnonzero(area >= max(1, self.min_area // 2))
             if ks.size == 0:
                 continue
-            k0 = int(ks[int(rng.integers(ks.size))])
-            step = 1 if rng.random() < 0.5 else -1
+            if self.length > 1 and self.past_end and rng.random() < self.past_end:
+                # start within T - 1 slices of the object's end in this direction
+                step = 1 if rng.random() < 0.5 else -1
+                end = ks.max() if step > 0 else ks.min()
+                near = ks[np.abs(ks - end) < self.length - 1]
+                k0 = int(near[int(rng.integers(near.size))])
+            else:  # (the draws in this order keep past_end=0 runs reproducible)
+                k0 = int(ks[int(rng.integers(ks.size))])
+                step = 1 if rng.random() < 0.5 else -1
             if not 0 <= k0 + step * (self.length - 1) < st.n_slices:
                 step = -step
             slices = [k0 + step * t for t in range(self.length)]

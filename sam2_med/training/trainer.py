@@ -121,6 +121,9 @@ class TrainConfig:
         MONAI spatial and intensity augmentation of clips.
     component_prob : float
         Probability of training on one connected component of a label.
+    past_end : float
+        Probability that a clip runs past its object's end (see
+        :class:`~sam2_med.training.data.ClipSampler`); 0 keeps the demo recipe's sampling.
     val_prompt : {"point", "box", "mask"}
         Prompt of the validation protocol (:func:`sam2_med.evaluate.evaluate_case`, on the
         slice where the structure is largest).
@@ -148,6 +151,7 @@ class TrainConfig:
     window: str = "auto"
     augment: bool = True
     component_prob: float = 0.0
+    past_end: float = 0.0
     val_prompt: str = "point"
     policy: PromptPolicy = field(default_factory=PromptPolicy)
     weights: LossWeights = field(default_factory=LossWeights)
@@ -383,6 +387,7 @@ class Trainer:
             axes=config.axes,
             window=config.window,
             component_prob=config.component_prob,
+            past_end=config.past_end,
             augment=config.augment,
         )
         self.single_sampler = ClipSampler(

@@ -77,6 +77,26 @@ def test_clip_frames_are_the_inference_frames(cases) -> None:
     assert abs(clip.slices[1] - clip.slices[0]) == 1 and clip.masks[0].sum() > 0
 
 
+def test_past_end_clips_run_off_the_object(cases) -> None:
+    """With ``past_end=1`` clips start on the object and run past its end, so their last frame
+    mostly holds nothing of it (the frames that teach the object score absence; a clip turned
+    back at the volume's edge, or a speck below the sampler's area threshold, does not);
+    without it, clips start anywhere on the object and rarely leave it."""
+    case = load_case(*cases["train1"])
+    ends, plain_ends, starts = 0, 0, set()
+    for seed in range(16):
+        clip = ClipSampler(128, 3, augment=False, past_end=1.0).sample(
+            case, np.random.default_rng(seed)
+        )
+        assert clip.masks[0].sum() > 0
+        ends += float(clip.masks[-1].sum()) == 0.0
+        plain = ClipSampler(128, 3, augment=False).sample(case, np.random.default_rng(seed))
+        plain_ends += float(plain.masks[-1].sum()) == 0.0
+        starts.add(plain.slices[0])
+    assert ends >= 12 and ends >= plain_ends + 6, (ends, plain_ends)
+    assert len(starts) > 3
+
+
 def test_phantom_source_never_trains_on_evaluation_seeds() -> None:
     from sam2_med.phantom import EVAL_SEEDS, TRAIN_SEEDS
 
