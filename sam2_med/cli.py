@@ -549,6 +549,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip (0: off)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument(
+        "--object-score-weight",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="weight of the object-score loss (default 1, Meta's; from random weights use 20, "
+        "the mask losses' weight, or the model never learns that an organ ends)",
+    )
+    g.add_argument(
+        "--past-end",
+        type=_fraction,
+        default=0.0,
+        metavar="P",
+        help="share of clips that start near an object's end and run past it (default 0; "
+        "0.5 with --object-score-weight 20 from random weights)",
+    )
+    g.add_argument(
         "--freeze",
         action="append",
         default=[],
@@ -678,6 +694,19 @@ class _Out:
         if volume.provenance.extra.get("non_finite_voxels"):
             note = next(n for n in volume.provenance.notes if "non-finite" in n)
             self.warn(f"{where}: {note}")
+
+
+def _fraction(text: str) -> float:
+    """argparse type: a number between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number between 0 and 1, got {text!r}"
+        ) from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text}")
+    return value
 
 
 def _window_arg(text: str) -> Any:
@@ -1401,7 +1430,7 @@ def _format_info(d: dict[str, Any]) -> str:
 
 
 def cmd_finetune(args: argparse.Namespace, out: _Out) -> int:
-    from .training import PhantomSource, TrainConfig, finetune
+    from .training import LossWeights, PhantomSource, TrainConfig, finetune
     from .training.trainer import TrainingError
 
     sources = [bool(args.datalist), bool(args.image or args.labels), args.phantoms]
@@ -1436,6 +1465,8 @@ def cmd_finetune(args: argparse.Namespace, out: _Out) -> int:
         weight_decay=args.weight_decay,
         grad_clip=args.grad_clip,
         seed=args.seed,
+        past_end=args.past_end,
+        weights=LossWeights(object_score=args.object_score_weight),
         freeze=tuple(args.freeze),
         precision=args.precision,
         val_every=args.val_every,

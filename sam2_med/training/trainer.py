@@ -169,6 +169,8 @@ class TrainConfig:
                 raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise TrainingError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.past_end <= 1.0:
+            raise TrainingError(f"past_end must be between 0 and 1, got {self.past_end}")
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -419,3 +419,35 @@ def test_overfits_one_phantom_to_dice_0_9(tmp_path) -> None:
 
 
 SMALL_OVERFIT = {"shape": (56, 48, 16), "spacing": (1.8, 1.8, 6.0)}
+
+
+def test_finetune_cli_sets_object_score_weight_and_past_end(
+    cases, tiny_arch_file, tmp_path, capsys
+) -> None:
+    """The README's advice for training from random weights is reachable from the command line,
+    and recorded in the training record."""
+    datalist, _root = cases["datalist"]
+    out = tmp_path / "run"
+    code, _o, err = _finetune_cli(
+        capsys,
+        out,
+        datalist,
+        tiny_arch_file,
+        "--steps",
+        "1",
+        "--object-score-weight",
+        "20",
+        "--past-end",
+        "0.5",
+    )
+    assert code == 0, err
+    config = json.loads((out / "last.json").read_text())["config"]
+    assert config["weights"]["object_score"] == 20.0 and config["past_end"] == 0.5
+    assert config["weights"]["focal"] == 20.0 and config["weights"]["dice"] == 1.0  # Meta's
+    code, _o, err = _finetune_cli(
+        capsys, tmp_path / "bad", datalist, tiny_arch_file, "--past-end", "2"
+    )
+    assert code == 2 and "--past-end" in err and "between 0 and 1" in err
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(TrainingError, match="past_end must be between 0 and 1"):
+        TrainConfig(past_end=1.5)
