@@ -565,6 +565,12 @@ def build_parser() -> argparse.ArgumentParser:
         "0.5 with --object-score-weight 20 from random weights)",
     )
     g.add_argument(
+        "--mask-loss-on-absent",
+        action="store_true",
+        help="also score masks on slices without the object, against an empty target (not "
+        "Meta's training; from random weights it teaches the decoder where an organ ends)",
+    )
+    g.add_argument(
         "--freeze",
         action="append",
         default=[],
@@ -1466,7 +1472,9 @@ def cmd_finetune(args: argparse.Namespace, out: _Out) -> int:
         grad_clip=args.grad_clip,
         seed=args.seed,
         past_end=args.past_end,
-        weights=LossWeights(object_score=args.object_score_weight),
+        weights=LossWeights(
+            object_score=args.object_score_weight, mask_on_absent=args.mask_loss_on_absent
+        ),
         freeze=tuple(args.freeze),
         precision=args.precision,
         val_every=args.val_every,

@@ -439,11 +439,13 @@ def test_finetune_cli_sets_object_score_weight_and_past_end(
         "20",
         "--past-end",
         "0.5",
+        "--mask-loss-on-absent",
     )
     assert code == 0, err
     config = json.loads((out / "last.json").read_text())["config"]
     assert config["weights"]["object_score"] == 20.0 and config["past_end"] == 0.5
     assert config["weights"]["focal"] == 20.0 and config["weights"]["dice"] == 1.0  # Meta's
+    assert config["weights"]["mask_on_absent"] is True
     code, _o, err = _finetune_cli(
         capsys, tmp_path / "bad", datalist, tiny_arch_file, "--past-end", "2"
     )
@@ -451,3 +453,39 @@ def test_finetune_cli_sets_object_score_weight_and_past_end(
     assert not (tmp_path / "bad").exists()
     with pytest.raises(TrainingError, match="past_end must be between 0 and 1"):
         TrainConfig(past_end=1.5)
+
+
+def test_mask_on_absent_penalises_a_mask_past_the_object() -> None:
+    """Meta's gating leaves a mask predicted on a frame without the object unpenalised (only the
+    object score can fix it); ``mask_on_absent`` also scores it against the empty target, with a
+    gradient that pushes its logits down. A frame the object score gates shut stays unscored."""
+    from sam2_med.models.engine import TrainStep
+    from sam2_med.training import LossWeights
+    from sam2_med.training.losses import frame_losses
+
+    logits = torch.full((2, 1, 8, 8), -4.0)
+    logits[:, :, 2:6, 2:6] = 4.0  # a confident blob on both frames
+    logits.requires_grad_(True)
+    score = torch.tensor([[2.0], [-1.0]])  # frame 0 lets the mask through, frame 1 is gated
+    step = TrainStep(
+        multimask_logits=logits,
+        iou=torch.ones(2, 1),
+        object_score=score,
+        logits=logits[:, 0],
+        high_res=logits,
+        pointer=torch.zeros(2, 4),
+    )
+    empty = torch.zeros(2, 8, 8)  # the object is absent on both frames
+    meta = frame_losses(step, empty, LossWeights())
+    assert float(meta["focal"]) == 0.0 and float(meta["dice"]) == 0.0
+    ours = frame_losses(step, empty, LossWeights(mask_on_absent=True))
+    assert float(ours["focal"]) > 0.0 and float(ours["dice"]) > 0.3
+    (grad,) = torch.autograd.grad(ours["focal"] + ours["dice"], logits)
+    assert (grad[0, :, 2:6, 2:6] > 0).all()  # descent lowers the blob's logits
+    assert (grad[1] == 0).all()  # the gated frame is not scored
+    # present frames are scored alike with or without the option
+    full = torch.zeros(2, 8, 8)
+    full[:, 2:6, 2:6] = 1.0
+    a = frame_losses(step, full, LossWeights())
+    b = frame_losses(step, full, LossWeights(mask_on_absent=True))
+    assert float(a["focal"]) == float(b["focal"]) and float(a["dice"]) == float(b["dice"])
