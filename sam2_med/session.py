@@ -426,8 +426,9 @@ class Session:
         the session starts. The bound does not grow with the volume's length, so a long
         volume streams through the cache; a correction re-encodes only evicted slices.
     stop_after_empty : int, optional
-        Stop tracking in a direction after this many consecutive slices whose object score says
-        "absent" (logit <= 0). The slices beyond are left empty (NaN in :meth:`profile`).
+        Stop tracking in a direction after this many consecutive slices without the object:
+        its object score says "absent" (logit <= 0) or its mask holds no voxel. The slices
+        beyond are left empty (NaN in :meth:`profile`).
     max_slices : int, optional
         Track at most this many slices from each anchor in each direction.
     slice_range : (int, int), optional
@@ -1344,7 +1345,8 @@ class Session:
             if run.agree_run[d] >= self.converge_after:
                 run.converged.add(d)
         if self.stop_after_empty is not None:
-            run.empty_run[d] = run.empty_run[d] + 1 if rec.score <= 0 else 0
+            absent = rec.score <= 0 or rec.area == 0
+            run.empty_run[d] = run.empty_run[d] + 1 if absent else 0
             if run.empty_run[d] >= self.stop_after_empty:
                 run.stopped.add(d)
         if run.pos == len(run.steps):

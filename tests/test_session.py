@@ -252,6 +252,15 @@ def test_stop_after_empty_and_slice_limits(model, absent_model) -> None:
     assert np.isnan(prof.scores[:10]).all() and np.isnan(prof.scores[15:]).all()
     assert s.label_map().array.max() == 0 and s.pending() == 0
 
+    # a model that keeps saying "present" but draws nothing stops alike (an empty mask is an
+    # absent object too)
+    blank = random_model(tiny_config(128), seed=1, object_score_bias=10.0, blank_masks=True)
+    s = Session(LoadedModel.from_module(blank), vol, stop_after_empty=2)
+    lab = s.add_object()
+    s.add_points(lab, [[18, 22, 12]], [1])
+    assert sorted(r.slice_index for r in s.propagate()) == [10, 11, 13, 14]
+    assert (s.profile(lab).scores[[10, 11, 13, 14]] > 0).all()
+
     s = Session(model, vol, max_slices=3, slice_range=(8, 22))
     lab = s.add_object()
     s.add_points(lab, [[18, 22, 20]], [1])

@@ -95,7 +95,11 @@ def perturb_parameters(model: torch.nn.Module, *, seed: int = 0, scale: float = 
 
 
 def random_model(
-    config: Sam2VideoConfig, *, seed: int = 0, object_score_bias: float = 10.0
+    config: Sam2VideoConfig,
+    *,
+    seed: int = 0,
+    object_score_bias: float = 10.0,
+    blank_masks: bool = False,
 ) -> Sam2VideoModel:
     """A randomly initialised ``Sam2VideoModel`` whose masks come out non-empty.
 
@@ -109,6 +113,10 @@ def random_model(
         Value of the bias of the last layer of the object-score head. A large positive value
         makes the model say "object present" on every frame; with random weights it often says
         "no object" otherwise, and masks come out empty.
+    blank_masks
+        Zero the mask decoder's hypernetwork outputs: every mask logit is exactly 0, so every
+        mask is empty whatever the object score says (a model that keeps "seeing" an object it
+        does not draw).
 
     Returns
     -------
@@ -127,6 +135,10 @@ def random_model(
     perturb_parameters(model, seed=seed)
     with torch.no_grad():
         model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(object_score_bias)
+        if blank_masks:
+            for mlp in model.mask_decoder.output_hypernetworks_mlps:
+                mlp.proj_out.weight.zero_()
+                mlp.proj_out.bias.zero_()
         # Meta's checkpoints hold one random Fourier matrix for prompts and image positions;
         # transformers keeps two copies, which every converted model has equal.
         model.prompt_encoder.shared_embedding.positional_embedding.copy_(
