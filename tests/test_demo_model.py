@@ -13,7 +13,7 @@ from sam2_med.models import get_spec, list_models, load_model
 
 NAME = "sam2med_demo_phantom"
 #: median one-click Dice the shipped model must keep on these three phantoms (measured, below)
-MEASURED_FLOOR = 0.35  # measured 0.43 (18 structures)
+MEASURED_FLOOR = 0.6  # measured 0.74 (18 structures; 0.43 before stage 2)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,8 @@ def one_click(demo):
 @pytest.mark.xfail(
     strict=True,
     reason="one corrective click on the worst slice does not raise the weak demo model's Dice on "
-    "these three phantoms (mean change -0.004); see the quality benchmark for 20 phantoms",
+    "these three phantoms (mean change -0.024); on the quality benchmark's 20 phantoms it does "
+    "(+0.022 on average, 69 % of structures improved)",
 )
 def test_corrective_clicks_raise_dice_on_average(one_click) -> None:
     gains = one_click[:, 1] - one_click[:, 0]
