@@ -25,7 +25,7 @@ its registry entry ``sam2_med/configs/models/sam2med_demo_phantom.yaml`` (archit
 licence, the statement that it knows only synthetic phantoms, and how it was trained).
 
 Expected wall time: see ``EXPECTED_MINUTES`` (a 2-core CPU, two torch threads; stage 1
-took 97 min, stage 2 15 min here). The
+took 97 min, stage 2 12 min here). The
 run is deterministic given the seed and the machine's floating-point behaviour; another CPU
 gives slightly different weights of the same quality.
 
@@ -176,37 +176,45 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.val_phantoms):
         vol, lab = make_random_phantom(phantom_seed("eval", i))
         val.append(Case(f"eval_phantom_{i}", vol, lab.array, dict(lab.names), "eval seed"))
-    start = time.perf_counter()
-    if args.stage1 is not None:
-        stage1 = args.stage1
-        if not stage1.is_file():
-            p.error(f"{stage1}: no such file")
-        sha1 = hashlib.sha256(stage1.read_bytes()).hexdigest()
-        if sha1 != STAGE1_SHA256:
-            p.error(
-                f"{stage1}: not the stage-1 weights (SHA-256 {sha1[:12]}..., expected "
-                f"{STAGE1_SHA256[:12]}...); train stage 1 by leaving --stage1 out"
-            )
-        stage1_minutes, stage1_steps = STAGE1_MINUTES, RECIPE["steps"]
-    else:
+
+    def train(
+        stage: str,
+        seed: int,
+        recipe: dict,
+        weights: dict,
+        first: int,
+        val_every: int,
+        checkpoint: Path | None = None,
+    ):
+        """One stage through ``finetune`` into ``--out/STAGE``."""
         config = TrainConfig(
-            seed=SEED,
-            val_every=RECIPE["steps"] // 4,
+            seed=seed,
+            val_every=val_every,
             checkpoint_every=100,
             log_every=50,
-            weights=LossWeights(**WEIGHTS),
+            weights=LossWeights(**weights),
             policy=PromptPolicy(**POLICY),
-            **RECIPE,
+            **recipe,
         )
-        first = finetune(
-            args.out / "stage1",
-            data=PhantomSource(first_seed=0, pool=POOL, refresh=REFRESH),
+        return finetune(
+            args.out / stage,
+            data=PhantomSource(first_seed=first, pool=POOL, refresh=REFRESH),
+            checkpoint=checkpoint,
             arch=ARCH,
             config=config,
             val_data=val,
             resume=args.resume,
             overwrite=args.overwrite,
         )
+
+    start = time.perf_counter()
+    if args.stage1 is not None:
+        stage1 = args.stage1
+        if not stage1.is_file():
+            p.error(f"{stage1}: no such file")
+        stage1_minutes, stage1_steps = STAGE1_MINUTES, RECIPE["steps"]
+    else:
+        first = train("stage1", SEED, RECIPE, WEIGHTS, 0, RECIPE["steps"] // 4)
         if first.status != "complete":
             print(f"stage 1 {first.status} at step {first.step}")
             return 130
@@ -215,24 +223,21 @@ def main(argv: list[str] | None = None) -> int:
         stage1_minutes = round(first.record["wall_seconds"] / 60, 1)
         stage1_steps = first.step
         print(f"stage 1 complete in {stage1_minutes} min; validation Dice {first.val_dice}")
-    config2 = TrainConfig(
-        seed=STAGE2_SEED,
-        val_every=STAGE2["steps"],  # once, at the end
-        checkpoint_every=100,
-        log_every=50,
-        weights=LossWeights(**STAGE2_WEIGHTS),
-        policy=PromptPolicy(**POLICY),
-        **STAGE2,
-    )
-    result = finetune(
-        args.out / "stage2",
-        data=PhantomSource(first_seed=STAGE2_FIRST_PHANTOM, pool=POOL, refresh=REFRESH),
+    stage1_sha = hashlib.sha256(stage1.read_bytes()).hexdigest()
+    if args.stage1 is not None and stage1_sha != STAGE1_SHA256:
+        p.error(
+            f"{stage1}: not the stage-1 weights (SHA-256 {stage1_sha[:12]}..., expected "
+            f"{STAGE1_SHA256[:12]}...); train stage 1 by leaving --stage1 out"
+        )
+    # validated once, at the end
+    result = train(
+        "stage2",
+        STAGE2_SEED,
+        STAGE2,
+        STAGE2_WEIGHTS,
+        STAGE2_FIRST_PHANTOM,
+        STAGE2["steps"],
         checkpoint=stage1,
-        arch=ARCH,
-        config=config2,
-        val_data=val,
-        resume=args.resume,
-        overwrite=args.overwrite,
     )
     minutes = (time.perf_counter() - start) / 60
     print(
@@ -260,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             "prompts": POLICY,
             "pool": POOL,
         },
-        "stage1": {"sha256": STAGE1_SHA256, "steps": stage1_steps, "wall_minutes": stage1_minutes},
+        "stage1": {"sha256": stage1_sha, "steps": stage1_steps, "wall_minutes": stage1_minutes},
         "steps": stage1_steps + rec["step"],
         "steps_run": result.step,
         "wall_minutes": round(stage1_minutes + result.record["wall_seconds"] / 60, 1),
