@@ -75,3 +75,28 @@ def test_bf16_fidelity_compares_every_object(bench) -> None:
         assert 0.0 <= r["iou"] <= 1.0 and r["case"] == "small phantom"
         assert r["voxels_f32"] >= 0 and r["voxels_bf16"] >= 0
     assert any(r["voxels_f32"] > 0 for r in rows)
+
+
+@pytest.fixture(scope="module")
+def runtimes():
+    path = ROOT / "benchmarks" / "encoder_runtimes.py"
+    spec = importlib.util.spec_from_file_location("encoder_runtimes", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_runtime_agreement_flags_the_output_that_differs(runtimes) -> None:
+    rng = np.random.default_rng(0)
+    ref = [rng.normal(size=(16, 1, c)).astype(np.float32) for c in (8, 8, 8, 4, 4, 4)]
+    same = runtimes.compare(ref, [r.copy() for r in ref], tol=1e-4)
+    assert same["agrees"] and same["worst_rel_max"] == 0.0
+    off = [r.copy() for r in ref]
+    off[2][3, 0, 1] += 1e-2 * np.abs(ref[2]).max()  # 1 % of that output's range, one element
+    bad = runtimes.compare(ref, off, tol=1e-4)
+    assert not bad["agrees"]
+    worst = max(bad["outputs"], key=lambda o: o["rel_max"])
+    assert worst["name"] == runtimes.OUTPUT_NAMES[2]
+    assert worst["rel_max"] == pytest.approx(1e-2, rel=1e-3)
+    shape = runtimes.compare(ref, [*ref[:5], ref[5][:8]], tol=1e-4)
+    assert not shape["agrees"] and "shape" in shape["outputs"][5]["error"]
