@@ -55,6 +55,8 @@ REAL = ROOT.parent / "shared" / "data" / "volumes"
 REAL_CASES = ("ct_abdomen_small", "mr_abdomen_small", "ct_abdomen_pelvis")
 REAL_STRUCTURES = ("liver", "spleen", "kidney_right", "kidney_left", "aorta", "vertebrae")
 BOX_OFFSET = 1000
+#: Stacks of more slices than this are reported apart ("one click by stack length").
+LONG_STACK = 40
 REVIEW_GRID = {
     "min_score": (-4.0, -2.0, 0.0, 2.0, 4.0, 6.0),
     "max_area_change": (0.2, 0.3, 0.5, 0.7),
@@ -267,6 +269,13 @@ def summarize(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
         }
         for nm in sorted({r["name"] for r in rows})
     }
+    # thin-slice stacks are longer propagations: Dice falls with the number of slices
+    long = [r["n_slices"] > LONG_STACK for r in rows]
+    out["click_dice_by_slices"] = {
+        key: _q([r["click_dice"] for r, lg in zip(rows, long, strict=True) if lg == want])
+        for key, want in ((f"<={LONG_STACK}", False), (f">{LONG_STACK}", True))
+        if any(lg == want for lg in long)
+    }
     out["corrections"] = {
         str(c + 1): _q([r["corrections_dice"][c] for r in rows if len(r["corrections_dice"]) > c])
         for c in range(args.corrections)
@@ -375,12 +384,20 @@ def table(name: str, s: dict[str, Any], args: argparse.Namespace) -> str:
     lines.append(
         f"  {'all':<14} {s['click_dice']['n']:>3}  {_fmt(s['click_dice']):<22} {_fmt(s['box_dice']):<22}"
     )
+    by = s.get("click_dice_by_slices", {})
+    if len(by) > 1:
+        lines.append(
+            "  one click by stack length: "
+            + ", ".join(f"{k} slices: {_fmt(q)} (n {q['n']})" for k, q in by.items())
+        )
     c = s["corrections"]
-    lines.append(
-        "  corrective clicks: "
-        + ", ".join(f"{k}: {_fmt(c[k])}" for k in map(str, range(1, args.corrections + 1)))
-        + f"; mean gain {c['gain_after_last_mean']:+.3f}, improved {c['improved_fraction']:.0%}"
-    )
+    if c["gain_after_last_mean"] is not None:  # --corrections 0: no line
+        lines.append(
+            "  corrective clicks: "
+            + ", ".join(f"{k}: {_fmt(c[k])}" for k in map(str, range(1, args.corrections + 1)))
+            + f"; mean gain {c['gain_after_last_mean']:+.3f}, "
+            f"improved {c['improved_fraction']:.0%}"
+        )
     sl = s["slices"]
     lines.append(
         f"  slices: holding the object {sl['holding_object_mean']:.1f}, computed without stop rule "
