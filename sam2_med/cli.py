@@ -550,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument(
         "--object-score-weight",
-        type=float,
+        type=_non_negative,
         default=1.0,
         metavar="W",
         help="weight of the object-score loss (default 1, Meta's; from random weights use 20, "
@@ -700,6 +700,17 @@ class _Out:
         if volume.provenance.extra.get("non_finite_voxels"):
             note = next(n for n in volume.provenance.notes if "non-finite" in n)
             self.warn(f"{where}: {note}")
+
+
+def _non_negative(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0.0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
 
 
 def _fraction(text: str) -> float:

@@ -171,6 +171,17 @@ class TrainConfig:
             raise TrainingError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.past_end <= 1.0:
             raise TrainingError(f"past_end must be between 0 and 1, got {self.past_end}")
+        w = self.weights
+        terms = {k: float(getattr(w, k)) for k in ("focal", "dice", "iou", "object_score")}
+        for name, value in {**terms, "focal_gamma": float(w.focal_gamma)}.items():
+            if not (math.isfinite(value) and value >= 0.0):
+                raise TrainingError(f"loss weight {name} must be a number >= 0, got {value}")
+        if not sum(terms.values()) > 0:
+            raise TrainingError("every loss weight is 0: nothing would be trained")
+        if not float(w.focal_alpha) <= 1.0:  # negative: no class balancing, as Meta's -1
+            raise TrainingError(
+                f"focal_alpha must be at most 1 (negative: off), got {w.focal_alpha}"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -4,6 +4,7 @@ it resumes, Ctrl-C saves, a NaN loss keeps the last good checkpoint, bad input i
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -17,6 +18,7 @@ from sam2_med.models.engine import Sam2TrainingEngine
 from sam2_med.training import (
     ClipSampler,
     DataError,
+    LossWeights,
     PhantomSource,
     TrainConfig,
     Trainer,
@@ -453,6 +455,27 @@ def test_finetune_cli_sets_object_score_weight_and_past_end(
     assert not (tmp_path / "bad").exists()
     with pytest.raises(TrainingError, match="past_end must be between 0 and 1"):
         TrainConfig(past_end=1.5)
+    code, _o, err = _finetune_cli(
+        capsys, tmp_path / "bad", datalist, tiny_arch_file, "--object-score-weight", "-1"
+    )
+    assert code == 2 and "--object-score-weight" in err and ">= 0" in err
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ({"object_score": -1.0}, "loss weight object_score must be a number >= 0, got -1.0"),
+        ({"dice": float("nan")}, "loss weight dice must be a number >= 0, got nan"),
+        ({"focal_gamma": -2.0}, "loss weight focal_gamma must be a number >= 0"),
+        ({"focal": 0, "dice": 0, "iou": 0, "object_score": 0}, "every loss weight is 0"),
+        ({"focal_alpha": 1.5}, "focal_alpha must be at most 1"),
+    ],
+)
+def test_bad_loss_weights_are_refused(weights, message) -> None:
+    with pytest.raises(TrainingError, match=re.escape(message)):
+        TrainConfig(weights=LossWeights(**weights))
+    TrainConfig(weights=LossWeights(focal_alpha=-1.0, iou=0.0))  # Meta's "off"; one term zero
 
 
 def test_mask_on_absent_penalises_a_mask_past_the_object() -> None:
