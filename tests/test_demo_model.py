@@ -13,7 +13,7 @@ from sam2_med.models import get_spec, list_models, load_model
 
 NAME = "sam2med_demo_phantom"
 #: median one-click Dice the shipped model must keep on these three phantoms (measured, below)
-MEASURED_FLOOR = 0.6  # measured 0.74 (18 structures; 0.43 before stage 2)
+MEASURED_FLOOR = 0.6  # measured 0.765 (18 structures; 0.74 for the previous weights)
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +95,13 @@ def one_click(demo):
     return _one_click_runs(demo)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="one corrective click on the worst slice does not raise the weak demo model's Dice on "
-    "these three phantoms (mean change -0.024); on the quality benchmark's 20 phantoms it does "
-    "(+0.022 on average, 69 % of structures improved)",
-)
 def test_corrective_clicks_raise_dice_on_average(one_click) -> None:
+    """Issue 10's acceptance: one corrective click on the worst slice raises Dice on average
+    (measured on these phantoms: mean +0.012, 13 of 18 structures improved; on the quality
+    benchmark's 20 phantoms +0.026, 74 %)."""
     gains = one_click[:, 1] - one_click[:, 0]
-    assert np.mean(gains) > 0.01, np.round(gains, 3)
+    assert np.mean(gains) > 0, np.round(gains, 3)
+    assert np.mean(gains > 0) >= 0.6, np.round(gains, 3)
 
 
 def test_the_model_sees_the_phantom(one_click) -> None:
