@@ -376,7 +376,12 @@ def test_one_step_finetune_of_the_full_sam21_tiny_architecture(cases, tmp_path) 
 @pytest.mark.slow
 def test_overfits_one_phantom_to_dice_0_9(tmp_path) -> None:
     """From random weights, the loop learns one small phantom's liver and spleen well enough
-    that one click per organ, propagated, scores Dice >= 0.9 (the validation protocol)."""
+    that one click per organ, propagated, scores Dice >= 0.9 (the validation protocol).
+
+    Measured 0.943 on an AMD EPYC Zen 1 (AVX2), where it was tuned, but 0.756 on an Intel Xeon
+    with AVX-512 (liver 0.53, spleen 0.98): 500 steps from random weights follow the CPU's
+    floating-point rounding, and this run is not robust to it yet (on that Xeon, with
+    ``mask_on_absent`` 0.877, and with 800 steps as well 0.751). Issue 10 is open on this."""
     import sys
 
     from sam2_med.io import save_mask
