@@ -270,11 +270,12 @@ def summarize(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
         for nm in sorted({r["name"] for r in rows})
     }
     # thin-slice stacks are longer propagations: Dice falls with the number of slices
-    long = [r["n_slices"] > LONG_STACK for r in rows]
+    short = [r["click_dice"] for r in rows if r["n_slices"] <= LONG_STACK]
+    long = [r["click_dice"] for r in rows if r["n_slices"] > LONG_STACK]
     out["click_dice_by_slices"] = {
-        key: _q([r["click_dice"] for r, lg in zip(rows, long, strict=True) if lg == want])
-        for key, want in ((f"<={LONG_STACK}", False), (f">{LONG_STACK}", True))
-        if any(lg == want for lg in long)
+        key: _q(values)
+        for key, values in ((f"<={LONG_STACK}", short), (f">{LONG_STACK}", long))
+        if values
     }
     out["corrections"] = {
         str(c + 1): _q([r["corrections_dice"][c] for r in rows if len(r["corrections_dice"]) > c])
