@@ -14,8 +14,12 @@ session sends them, so that what the model learns is what the session asks of it
   memory: a session decodes an anchor from its own slice);
 * frames 1 .. T-1 are tracked from memory; with probability ``correct_later`` one of them gets a
   corrective click decoded the way a session decodes a click on a propagated slice (the slice's
-  tracked logits as mask prompt, no memory) and becomes a conditioning frame for the frames
-  after it.
+  tracked logits as mask prompt, with its memory) and becomes a conditioning frame for the
+  frames after it. Objects of the batch whose prediction there has no error (typically an
+  object absent from the slice and predicted absent) get no click: with ``correct_every``
+  they are decoded with SAM's padding point (label -1, what Meta's model sends when there is
+  no click) and the tracked logits alone, so the others are still corrected; without it the
+  frame's corrections are skipped for the whole batch.
 
 Every decoder pass adds its losses (:func:`sam2_med.training.losses.frame_losses`).
 """
@@ -37,7 +41,16 @@ __all__ = ["PromptPolicy", "batch_loss", "correction_click", "sample_box", "samp
 
 @dataclass(frozen=True)
 class PromptPolicy:
-    """How prompts and corrections are simulated (probabilities per step)."""
+    """How prompts and corrections are simulated (probabilities per step).
+
+    ``correct_every``: on the tracked frame drawn for a correction (``correct_later``), correct
+    every object that has an error, decoding the error-free ones with a padding point (as
+    Meta's training corrects every object). False is the recipe before it existed (the demo
+    model's first stage and the overfit test were trained so): the frame's corrections are
+    skipped unless every object of the batch has an error, which past an organ's end
+    (``TrainConfig.past_end``) is rare, so the model hardly learns corrections on tracked
+    slices.
+    """
 
     click: float = 0.5
     box: float = 0.35
@@ -48,6 +61,7 @@ class PromptPolicy:
     correct_later: float = 0.3
     correction_center: float = 0.5
     multimask: bool | None = None
+    correct_every: bool = True
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -236,6 +250,9 @@ def batch_loss(
                 correction_click(pred[i], tnp[t, i], rng, policy.correction_center)
                 for i in range(b)
             ]
+            if policy.correct_every and any(c is not None for c in clicks):
+                # no error, no click: SAM's padding point (label -1) leaves the logits the prompt
+                clicks = [c if c is not None else (0.0, 0.0, -1) for c in clicks]
             if all(c is not None for c in clicks):
                 points = torch.tensor([[c[:2]] for c in clicks], dtype=torch.float32)
                 labels = torch.tensor([[c[2]] for c in clicks], dtype=torch.int32)

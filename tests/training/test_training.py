@@ -415,7 +415,8 @@ def test_overfits_one_phantom_to_dice_0_9(tmp_path) -> None:
         past_end=0.5,
         augment=False,
         weights=LossWeights(dice=20.0, object_score=20.0),
-        policy=PromptPolicy(click=0.7, box=0.3, mask=0.0, corrections=1),
+        # as measured (0.994); with corrections on every object the trajectory differs
+        policy=PromptPolicy(click=0.7, box=0.3, mask=0.0, corrections=1, correct_every=False),
         val_every=250,
         checkpoint_every=1000,
     )
@@ -517,3 +518,49 @@ def test_mask_on_absent_penalises_a_mask_past_the_object() -> None:
     a = frame_losses(step, full, LossWeights())
     b = frame_losses(step, full, LossWeights(mask_on_absent=True))
     assert float(a["focal"]) == float(b["focal"]) and float(a["dice"]) == float(b["dice"])
+
+
+@pytest.mark.parametrize("every", [False, True])
+def test_correction_on_a_tracked_frame_spares_objects_without_an_error(
+    cases, monkeypatch, every
+) -> None:
+    """``PromptPolicy(correct_every=True)``: when one object of the batch has no error on the
+    tracked frame drawn for a correction (an organ absent there and predicted absent), the
+    others are still corrected and it gets SAM's padding point (label -1); without it the
+    frame's corrections are skipped for the whole batch (the demo model's stage-1 recipe)."""
+    import sam2_med.training.step as step_mod
+    from sam2_med.training import PromptPolicy
+
+    real = step_mod.correction_click
+    calls: list[int] = []
+
+    def no_error_for_the_first(pred, target, rng, center_prob=1.0):
+        calls.append(1)
+        click = real(pred, target, rng, center_prob)
+        # the first object of the batch has no error on the drawn frame, the second has one
+        return None if (len(calls) - 1) % 2 == 0 else (click or (1.0, 1.0, 0))
+
+    monkeypatch.setattr(step_mod, "correction_click", no_error_for_the_first)
+    model = random_model(tiny_config(), seed=0).train()
+    eng = Sam2TrainingEngine(model)
+    decoded: list[torch.Tensor | None] = []
+    real_decode = eng.decode_train
+
+    def record(pix, f, points=None, labels=None, prior=None, initial=False, **kw):
+        if not initial:
+            decoded.append(None if labels is None else labels.clone())
+        return real_decode(pix, f, points=points, labels=labels, prior=prior, initial=initial, **kw)
+
+    monkeypatch.setattr(eng, "decode_train", record)
+    clips = _fixed_batch(cases, n=2, length=3)
+    policy = PromptPolicy(
+        click=1.0, box=0.0, mask=0.0, corrections=0, correct_later=1.0, correct_every=every
+    )
+    batch_loss(eng, clips, np.random.default_rng(0), policy=policy)
+    corrected = [lab for lab in decoded if lab is not None]
+    if every:
+        (lab,) = corrected  # one correction on the drawn frame: a padding point, then a click
+        assert lab.flatten().tolist() == [-1, int(lab.flatten()[1])] and lab.flatten()[1] >= 0
+    else:
+        assert corrected == []
+    assert len(decoded) == 2 + len(corrected)  # frames 1 and 2 tracked, plus the correction
