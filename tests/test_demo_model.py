@@ -12,8 +12,12 @@ import pytest
 from sam2_med.models import get_spec, list_models, load_model
 
 NAME = "sam2med_demo_phantom"
-#: median one-click Dice the shipped model must keep on these three phantoms (measured, below)
-MEASURED_FLOOR = 0.6  # measured 0.765 (18 structures; 0.74 for the previous weights)
+#: The quality benchmark's 20 unseen phantoms (evaluation seeds 100-119), so that this test and
+#: ``benchmarks/quality.py`` measure the same thing: three phantoms (seeds 200-202, used before)
+#: read a median of 0.94 for weights whose median on these 20 is 0.64.
+PHANTOMS = range(100, 120)
+#: median one-click Dice the shipped model must keep on them (measured, below)
+MEASURED_FLOOR = 0.6  # measured 0.643 (120 structures; 0.634 for the previous weights)
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +65,15 @@ def _dice(p: np.ndarray, g: np.ndarray) -> float:
 
 
 def _one_click_runs(demo):
-    """One click per structure on three unseen phantoms (the benchmark's protocol), then one
+    """One click per structure on the benchmark's unseen phantoms (its protocol), then one
     corrective click on the worst slice: (Dice before, Dice after) per structure."""
     from sam2_med.evaluate import corrective_click, derive_prompt
     from sam2_med.phantom import make_random_phantom, phantom_seed
     from sam2_med.session import Session
 
     rows = []
-    for i in range(3):
-        vol, lab = make_random_phantom(phantom_seed("eval", 200 + i))
+    for i in PHANTOMS:
+        vol, lab = make_random_phantom(phantom_seed("eval", i))
         gt = np.asarray(lab.array)
         sess = Session(demo, vol)
         labels = [int(v) for v in np.unique(gt) if v and (gt == v).sum() >= 20]
@@ -97,8 +101,8 @@ def one_click(demo):
 
 def test_corrective_clicks_raise_dice_on_average(one_click) -> None:
     """Issue 10's acceptance: one corrective click on the worst slice raises Dice on average
-    (measured on these phantoms: mean +0.012, 13 of 18 structures improved; on the quality
-    benchmark's 20 phantoms +0.026, 74 %)."""
+    (measured: mean +0.027, 66 % of 120 structures improved; +0.012 and 59 % for the previous
+    weights, -0.002 and 51 % for a stage 2 trained without ``correct_every``)."""
     gains = one_click[:, 1] - one_click[:, 0]
     assert np.mean(gains) > 0, np.round(gains, 3)
     assert np.mean(gains > 0) >= 0.6, np.round(gains, 3)
