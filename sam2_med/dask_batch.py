@@ -533,6 +533,16 @@ def run_on_dask(
             try:
                 outcome, where, lines = fut.result()
                 outcome = dataclasses.replace(outcome, job=job)
+                if outcome.status == "skipped":
+                    # unfinished when the batch started, finished when a worker ran it: an
+                    # attempt of this batch wrote it and its worker died before reporting
+                    # (Dask re-ran the job), or another run wrote it meanwhile
+                    outcome = dataclasses.replace(
+                        outcome,
+                        status="done",
+                        message=f"{job.output} (written by an earlier attempt whose worker died "
+                        "before reporting, or by another run; the re-run found it finished)",
+                    )
                 for line in lines:
                     log(line)
             except FutureCancelledError:

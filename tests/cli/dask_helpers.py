@@ -20,3 +20,15 @@ def crash_or_segment(job, overwrite, model, *, axis, window):
     from sam2_med._batch_job import segment_file_job
 
     segment_file_job(job, overwrite, model(), axis=axis, window=window)
+
+
+def segment_then_crash_once(job, overwrite, model, *, axis, window):
+    """Segment the job, then kill the worker before it reports, the first time only: the job's
+    output is complete when Dask re-runs it."""
+    from sam2_med._batch_job import segment_file_job
+
+    segment_file_job(job, overwrite, model(), axis=axis, window=window)
+    marker = job.output.parent / f"{job.name}.crashed"
+    if not marker.exists():
+        marker.write_text("killed its worker after writing\n")
+        os._exit(17)

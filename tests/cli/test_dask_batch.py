@@ -216,6 +216,34 @@ def test_crashed_worker_job_retried_once_then_failed(tmp_path, tiny_checkpoint, 
     assert any("re-run 1 time(s)" in line for line in logged)
 
 
+def test_job_whose_worker_died_after_writing_is_done(tmp_path, tiny_checkpoint, client):
+    """A job whose worker dies after it wrote its output is re-run by Dask, finds the output
+    finished, and is reported done (it was not finished when the batch started), not skipped."""
+    import cloudpickle
+
+    from sam2_med._batch_job import ModelChoice
+    from sam2_med.batch import load_jobs
+    from sam2_med.dask_batch import run_on_dask
+    from tests.cli import dask_helpers
+
+    cloudpickle.register_pickle_by_value(dask_helpers)
+    ckpt, arch = tiny_checkpoint
+    jobs = load_jobs(_make_jobs(tmp_path, ["c0"]))
+    logged: list[str] = []
+    (outcome,) = run_on_dask(
+        jobs,
+        client,
+        ModelChoice.of(checkpoint=ckpt, arch=arch),
+        log=logged.append,
+        torch_threads=1,
+        segment_job=dask_helpers.segment_then_crash_once,
+    )
+    assert (tmp_path / "out" / "c0.crashed").exists()  # the first attempt died after writing
+    assert outcome.status == "done", logged
+    assert "earlier attempt whose worker died" in outcome.message
+    assert (tmp_path / "out" / "c0.nii.gz").exists()
+
+
 def _sam2_med(*args: str, env: dict | None = None, timeout: float = 120):
     """The real command in a subprocess: (exit code, stdout, stderr, seconds)."""
     start = time.monotonic()
