@@ -184,28 +184,34 @@ def test_api_run_with_client(tmp_path, tiny_checkpoint, client):
     assert not any(line.startswith("dask:") for line in logged), logged  # nothing was sent
 
 
+def _run_with(segment_job, jobs, client, ckpt, arch, logged):
+    """``run_on_dask`` with a test's job function on the workers, logging into ``logged``."""
+    from sam2_med._batch_job import ModelChoice
+    from sam2_med.dask_batch import run_on_dask
+
+    return run_on_dask(
+        jobs,
+        client,
+        ModelChoice.of(checkpoint=ckpt, arch=arch),
+        log=logged.append,
+        torch_threads=1,
+        segment_job=segment_job,
+    )
+
+
 def test_crashed_worker_job_retried_once_then_failed(tmp_path, tiny_checkpoint, client):
     """A job that kills its worker every time is re-run once, then recorded as failed with its
     error; one that kills it only the first time succeeds on the re-run; the others finish."""
     import cloudpickle
 
-    from sam2_med._batch_job import ModelChoice
     from sam2_med.batch import load_jobs
-    from sam2_med.dask_batch import run_on_dask
     from tests.cli import dask_helpers
 
     cloudpickle.register_pickle_by_value(dask_helpers)
     ckpt, arch = tiny_checkpoint
     jobs = load_jobs(_make_jobs(tmp_path, ["crash", "crash-once", "c0"]))
     logged: list[str] = []
-    outcomes = run_on_dask(
-        jobs,
-        client,
-        ModelChoice.of(checkpoint=ckpt, arch=arch),
-        log=logged.append,
-        torch_threads=1,
-        segment_job=dask_helpers.crash_or_segment,
-    )
+    outcomes = _run_with(dask_helpers.crash_or_segment, jobs, client, ckpt, arch, logged)
     by_name = {o.job.name: o for o in outcomes}
     assert by_name["crash"].status == "failed"
     assert by_name["crash"].message.startswith("FAILED: the worker running it died 2 time(s)")
@@ -221,23 +227,14 @@ def test_job_whose_worker_died_after_writing_is_done(tmp_path, tiny_checkpoint, 
     finished, and is reported done (it was not finished when the batch started), not skipped."""
     import cloudpickle
 
-    from sam2_med._batch_job import ModelChoice
     from sam2_med.batch import load_jobs
-    from sam2_med.dask_batch import run_on_dask
     from tests.cli import dask_helpers
 
     cloudpickle.register_pickle_by_value(dask_helpers)
     ckpt, arch = tiny_checkpoint
     jobs = load_jobs(_make_jobs(tmp_path, ["c0"]))
     logged: list[str] = []
-    (outcome,) = run_on_dask(
-        jobs,
-        client,
-        ModelChoice.of(checkpoint=ckpt, arch=arch),
-        log=logged.append,
-        torch_threads=1,
-        segment_job=dask_helpers.segment_then_crash_once,
-    )
+    (outcome,) = _run_with(dask_helpers.segment_then_crash_once, jobs, client, ckpt, arch, logged)
     assert (tmp_path / "out" / "c0.crashed").exists()  # the first attempt died after writing
     assert outcome.status == "done", logged
     assert "earlier attempt whose worker died" in outcome.message
