@@ -687,7 +687,7 @@ class Trainer:
                         f"last frame {dl:.3f}; lr {parts['lr']:.2e} {self.wall:.0f}s"
                     )
                 done = self.step == c.steps
-                if (c.val_every and self.step % c.val_every == 0) or (done and self.val_cases):
+                if self.val_cases and (done or (c.val_every and self.step % c.val_every == 0)):
                     val = self.validate()
                     self.log(f"step {self.step}: validation Dice {val:.4f}")
                 if (

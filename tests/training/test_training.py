@@ -237,6 +237,16 @@ def test_ctrl_c_saves_the_current_step(cases, tmp_path, monkeypatch) -> None:
     assert rec["status"] == "interrupted" and rec["step"] == 2
 
 
+def test_val_every_without_validation_cases_trains_to_the_end(cases, tmp_path) -> None:
+    # a validation interval with nothing to validate on used to crash at the first interval
+    # (formatting None), before that step's checkpoint was written
+    tr = _trainer(cases, tmp_path / "run", steps=3, val_every=2)
+    result = tr.run()
+    assert result.status == "complete" and result.step == 3
+    rec = json.loads((tmp_path / "run" / "last.json").read_text())
+    assert rec["status"] == "complete" and rec["step"] == 3
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(cases, tmp_path, monkeypatch) -> None:
     import sam2_med.training.trainer as trainer_mod
 
