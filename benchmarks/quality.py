@@ -8,9 +8,9 @@ Run::
 
 Writes ``--out`` (default ``benchmarks/results/quality.json``), a PNG plot of Dice per slice
 along the axis beside it, and prints a table. Cases: ``--phantoms`` random phantoms from the
-evaluation seeds (``phantom_seed("eval", 100 + i)``; seeds 0-3 validate training and are not
-used here), and, reported separately, the shared real CT and MR volumes
-(``../shared/data/volumes``; their label maps are strong pseudo ground truth from
+evaluation seeds (``phantom_seed("eval", 100 + i)``, or from ``--first-phantom``; seeds 0-3
+validate training and are not used here), and, reported separately, the shared real CT and MR
+volumes (``../shared/data/volumes``; their label maps are strong pseudo ground truth from
 TotalSegmentator), for the structures the phantom has (liver, spleen, kidneys, aorta,
 vertebrae).
 
@@ -25,6 +25,11 @@ Per structure (label) of every case, all through :class:`sam2_med.session.Sessio
 * **stop rules**: ``stop_after_empty=N`` for N in ``--stop-after``: slices computed against
   slices holding the object, and the Dice change; ``converge_after=3`` for the corrections:
   slices recomputed and the Dice change.
+* **where it fails**: every slice of the one-click mask, inside the structure's extent (its
+  first to last slice) or past it, in classes: good (2D Dice >= 0.7), partial (0.1-0.7), lost
+  (below 0.1) with the object score <= 0 (the model declared the object absent: SAM 2 then
+  draws nothing) or with a mask elsewhere, and slices drawn past the structure's end; with
+  each class's share of the structure's voxels (:func:`failure_breakdown`).
 * **drift review**: slices whose 2D Dice is below 0.5 ("bad"); how many of them
   ``Session.suspicious_slices`` flags (recall) and how many it flags that are not bad (false
   alarms), for its defaults and a grid of its two thresholds.
@@ -134,6 +139,7 @@ def run_case(
                 "slice_dice": [None if math.isnan(x) else round(float(x), 4) for x in sd],
                 "scores": [None if math.isnan(x) else round(float(x), 3) for x in prof.scores],
                 "areas": [None if math.isnan(x) else int(x) for x in prof.areas],
+                "gt_areas": [int(x) for x in g.sum(axis=tuple(a for a in range(3) if a != ax))],
                 "flagged_default": sess.suspicious_slices(v),
                 "computed_full": int(sum(1 for lab, _k in sess.stats.decoded if lab == v)),
             }
@@ -243,6 +249,66 @@ def run_case(
     return rows
 
 
+#: 2D Dice classes of :func:`failure_breakdown`: lost below the first, good from the second.
+LOST, GOOD = 0.1, 0.7
+
+
+def failure_breakdown(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where the one-click masks fail, slice by slice.
+
+    Parameters
+    ----------
+    rows : list of dict
+        :func:`run_case` rows. Per row, indexed by slice along the propagation axis:
+        ``slice_dice`` (2D Dice, None where mask and ground truth are both empty),
+        ``scores`` (the object-score logit, None where the slice was not computed),
+        ``areas`` (predicted pixels), ``gt_areas`` (ground-truth pixels; older results lack
+        it, and then no voxel shares are given), and ``gt_slices`` (first and last slice
+        holding the structure).
+
+    Returns
+    -------
+    dict
+        ``inside``: slices from the first to the last slice holding the structure, in classes
+        ``good`` (Dice >= ``GOOD``), ``partial``, ``lost_absent`` (Dice < ``LOST`` with the
+        object score <= 0: SAM 2 declared the object absent and drew nothing) and
+        ``lost_elsewhere`` (Dice < ``LOST``, the object score > 0); ``voxel_share``: each
+        class's share of the ground-truth voxels (when ``gt_areas`` are there); ``past_end``:
+        slices outside that range with a non-empty mask, and ``past_end_pixels`` their
+        predicted pixels.
+    """
+    classes = ("good", "partial", "lost_absent", "lost_elsewhere")
+    inside = dict.fromkeys(classes, 0)
+    vox = dict.fromkeys(classes, 0)
+    have_vox = all("gt_areas" in r for r in rows)
+    past, past_px = 0, 0
+    for r in rows:
+        first, last = r["gt_slices"]
+        for k, d in enumerate(r["slice_dice"]):
+            area = r["areas"][k] or 0
+            if not first <= k <= last:
+                past += area > 0
+                past_px += area
+                continue
+            if d is None:  # a gap in the structure, drawn nothing: nothing to count
+                continue
+            if d >= GOOD:
+                c = "good"
+            elif d >= LOST:
+                c = "partial"
+            else:
+                score = r["scores"][k]
+                c = "lost_absent" if score is not None and score <= 0 else "lost_elsewhere"
+            inside[c] += 1
+            if have_vox:
+                vox[c] += r["gt_areas"][k]
+    out: dict[str, Any] = {"inside": inside, "past_end": past, "past_end_pixels": past_px}
+    total = sum(vox.values())
+    if have_vox and total:
+        out["voxel_share"] = {c: vox[c] / total for c in classes}
+    return out
+
+
 def _q(values: list[float]) -> dict[str, float | int | None]:
     a = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     if a.size == 0:
@@ -320,6 +386,7 @@ def summarize(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
                 np.min([r["stop"][key]["dice"] - r["click_dice"] for r in rows])
             ),
         }
+    out["failures"] = failure_breakdown(rows)
     bad = sum(len(r["bad_slices"]) for r in rows)
     computed_slices = sum(sum(1 for x in r["scores"] if x is not None) for r in rows)
     review = {"bad_slices": bad, "slices_reviewed": computed_slices}
@@ -417,6 +484,19 @@ def table(name: str, s: dict[str, Any], args: argparse.Namespace) -> str:
             f"slices recomputed per object {cv['slices_recomputed_mean']:.1f} "
             f"(without: {cv['slices_recomputed_without_mean']:.1f})"
         )
+    fb = s.get("failures")
+    if fb:
+        i, share = fb["inside"], fb.get("voxel_share")
+
+        def cls(c: str) -> str:
+            return f"{i[c]}" + (f" ({share[c]:.0%} of voxels)" if share else "")
+
+        lines.append(
+            f"  slices inside the structure: good (2D Dice >= {GOOD}) {cls('good')}, partial "
+            f"{cls('partial')}, lost with object score <= 0 {cls('lost_absent')}, lost to a "
+            f"mask elsewhere {cls('lost_elsewhere')}; drawn past its end {fb['past_end']} "
+            f"slices ({fb['past_end_pixels']} pixels)"
+        )
     r = s["drift_review"]
     d = r["default"]
     rec = "-" if d["recall"] is None else f"{d['recall']:.2f}"
@@ -489,6 +569,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", help="a checkpoint file instead (with --arch)")
     p.add_argument("--arch", help="architecture JSON of --checkpoint")
     p.add_argument("--phantoms", type=int, default=20, help="unseen phantoms (default 20)")
+    p.add_argument(
+        "--first-phantom",
+        type=int,
+        default=100,
+        help="first evaluation seed index (default 100; 120 onwards: a second, held-out set)",
+    )
     p.add_argument("--no-real", action="store_true", help="skip the shared real volumes")
     p.add_argument("--corrections", type=int, default=3)
     p.add_argument("--stop-after", type=int, nargs="*", default=[1, 2, 3])
@@ -527,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     groups: dict[str, list[dict[str, Any]]] = {"phantoms": [], "real CT": [], "real MR": []}
     for i in range(args.phantoms):
-        seed = phantom_seed("eval", 100 + i)
+        seed = phantom_seed("eval", args.first_phantom + i)
         vol, lab = make_random_phantom(seed)
         gt = np.asarray(lab.array)
         present = {int(v): lab.names[int(v)] for v in np.unique(gt) if v and (gt == v).sum() >= 20}

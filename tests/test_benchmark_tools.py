@@ -1,4 +1,4 @@
-"""The measuring tools of benchmarks/propagation.py: peak, FLOP counting, bf16 fidelity."""
+"""The measuring tools of the benchmarks: peak, FLOP counting, bf16 fidelity, runtimes, quality."""
 
 from __future__ import annotations
 
@@ -100,3 +100,34 @@ def test_runtime_agreement_flags_the_output_that_differs(runtimes) -> None:
     assert worst["rel_max"] == pytest.approx(1e-2, rel=1e-3)
     shape = runtimes.compare(ref, [*ref[:5], ref[5][:8]], tol=1e-4)
     assert not shape["agrees"] and "shape" in shape["outputs"][5]["error"]
+
+
+@pytest.fixture(scope="module")
+def quality():
+    path = ROOT / "benchmarks" / "quality.py"
+    spec = importlib.util.spec_from_file_location("quality", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_failure_breakdown_sorts_slices_into_classes(quality) -> None:
+    # one structure on slices 1-5 of 8: slice 1 good, 2 partial, 3 declared absent (score <= 0,
+    # nothing drawn), 4 drawn elsewhere (score > 0), 5 a gap in the structure; slices 6 and 7
+    # drawn past its end, slice 0 empty
+    row = {
+        "gt_slices": [1, 5],
+        "slice_dice": [None, 0.9, 0.4, 0.0, 0.05, None, 0.0, 0.0],
+        "scores": [-3.0, 5.0, 2.0, -0.5, 1.0, -2.0, 0.5, 0.2],
+        "areas": [0, 10, 6, 0, 3, 0, 4, 2],
+        "gt_areas": [0, 10, 20, 30, 40, 0, 0, 0],
+    }
+    fb = quality.failure_breakdown([row])
+    assert fb["inside"] == {"good": 1, "partial": 1, "lost_absent": 1, "lost_elsewhere": 1}
+    assert fb["past_end"] == 2 and fb["past_end_pixels"] == 6
+    assert fb["voxel_share"] == pytest.approx(
+        {"good": 0.1, "partial": 0.2, "lost_absent": 0.3, "lost_elsewhere": 0.4}
+    )
+    # results written before gt_areas existed: counts, no shares
+    old = {k: v for k, v in row.items() if k != "gt_areas"}
+    assert "voxel_share" not in quality.failure_breakdown([old])
