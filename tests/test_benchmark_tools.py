@@ -15,12 +15,17 @@ from sam2_med.phantom import make_phantom
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "propagation.py")
+def _benchmark(name: str, script: str):
+    """A benchmark script imported as a module (they are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / script)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _benchmark("bench", "propagation.py")
 
 
 def test_matmul_peak_reports_a_size_and_a_rate(bench) -> None:
@@ -79,11 +84,7 @@ def test_bf16_fidelity_compares_every_object(bench) -> None:
 
 @pytest.fixture(scope="module")
 def runtimes():
-    path = ROOT / "benchmarks" / "encoder_runtimes.py"
-    spec = importlib.util.spec_from_file_location("encoder_runtimes", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _benchmark("encoder_runtimes", "encoder_runtimes.py")
 
 
 def test_runtime_agreement_flags_the_output_that_differs(runtimes) -> None:
@@ -104,11 +105,7 @@ def test_runtime_agreement_flags_the_output_that_differs(runtimes) -> None:
 
 @pytest.fixture(scope="module")
 def quality():
-    path = ROOT / "benchmarks" / "quality.py"
-    spec = importlib.util.spec_from_file_location("quality", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _benchmark("quality", "quality.py")
 
 
 def test_failure_breakdown_sorts_slices_into_classes(quality) -> None:
