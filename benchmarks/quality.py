@@ -124,7 +124,8 @@ def run_case(
         p = sess.object_volume(v)
         anchor = prompts[v]["point"].slices(ax)[0]
         sd = slice_dice(p, g, ax)
-        gt_slices = np.flatnonzero(g.sum(axis=tuple(a for a in range(3) if a != ax)))
+        gt_areas = g.sum(axis=tuple(a for a in range(3) if a != ax))  # (n_slices,) pixels
+        gt_slices = np.flatnonzero(gt_areas)
         prof = sess.profile(v)
         rows.append(
             {
@@ -139,7 +140,7 @@ def run_case(
                 "slice_dice": [None if math.isnan(x) else round(float(x), 4) for x in sd],
                 "scores": [None if math.isnan(x) else round(float(x), 3) for x in prof.scores],
                 "areas": [None if math.isnan(x) else int(x) for x in prof.areas],
-                "gt_areas": [int(x) for x in g.sum(axis=tuple(a for a in range(3) if a != ax))],
+                "gt_areas": [int(x) for x in gt_areas],
                 "flagged_default": sess.suspicious_slices(v),
                 "computed_full": int(sum(1 for lab, _k in sess.stats.decoded if lab == v)),
             }
