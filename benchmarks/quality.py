@@ -29,7 +29,9 @@ Per structure (label) of every case, all through :class:`sam2_med.session.Sessio
   first to last slice) or past it, in classes: good (2D Dice >= 0.7), partial (0.1-0.7), lost
   (below 0.1) with the object score <= 0 (the model declared the object absent: SAM 2 then
   draws nothing) or with a mask elsewhere, and slices drawn past the structure's end; with
-  each class's share of the structure's voxels (:func:`failure_breakdown`).
+  each class's share of the structure's voxels (:func:`failure_breakdown`); and whether a
+  lower object-score threshold would draw the slices declared absent without drawing past the
+  ends (:func:`threshold_sweep`, from the recorded logits).
 * **drift review**: slices whose 2D Dice is below 0.5 ("bad"); how many of them
   ``Session.suspicious_slices`` flags (recall) and how many it flags that are not bad (false
   alarms), for its defaults and a grid of its two thresholds.
@@ -310,6 +312,68 @@ def failure_breakdown(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: Object-score thresholds :func:`threshold_sweep` tries below SAM 2's 0.
+SWEEP = (-0.1, -0.2, -0.3, -0.4, -0.5, -1.0)
+
+
+def threshold_sweep(
+    rows: list[dict[str, Any]], thresholds: tuple[float, ...] = SWEEP
+) -> dict[str, Any]:
+    """Would a lower object-score threshold draw the slices declared absent inside structures?
+
+    SAM 2 draws a slice when its object-score logit is > 0. This counts, from the recorded
+    logits of the one-click runs, which slices a threshold ``t < 0`` would turn from "absent"
+    to "drawn": inside a structure, the lost slices declared absent (:func:`failure_breakdown`'s
+    ``lost_absent``, the misses it would give a chance), and outside it, the empty slices with a
+    logit in ``(t, 0]`` (new drawings past its end). A first-order estimate: a slice drawn
+    changes the memory of the slices after it, which this does not model. It tells whether the
+    score separates the two groups at all; if it does not, no threshold helps.
+
+    Parameters
+    ----------
+    rows : list of dict
+        :func:`run_case` rows (``gt_slices``, ``slice_dice``, ``scores``, ``areas``; see
+        :func:`failure_breakdown`).
+    thresholds : tuple of float
+        Logit thresholds below 0.
+
+    Returns
+    -------
+    dict
+        ``absent_inside`` and ``empty_outside``: the number of such slices and the quartiles
+        (5th, 25th, 50th, 75th, 95th percentile) of their logits; ``sweep``: per threshold
+        (as a string), ``rescued`` (absent inside, logit > t) and ``new_past_end`` (empty
+        outside, logit > t).
+    """
+    inside: list[float] = []
+    outside: list[float] = []
+    for r in rows:
+        first, last = r["gt_slices"]
+        for k, score in enumerate(r["scores"]):
+            if score is None or score > 0:
+                continue
+            if first <= k <= last:
+                d = r["slice_dice"][k]
+                if d is not None and d < LOST:
+                    inside.append(score)
+            elif not r["areas"][k]:
+                outside.append(score)
+    a, b = np.asarray(inside, float), np.asarray(outside, float)
+
+    def spread(x: np.ndarray) -> dict[str, Any]:
+        q = np.percentile(x, [5, 25, 50, 75, 95]).round(3).tolist() if x.size else None
+        return {"n": int(x.size), "percentiles_5_25_50_75_95": q}
+
+    return {
+        "absent_inside": spread(a),
+        "empty_outside": spread(b),
+        "sweep": {
+            f"{t:g}": {"rescued": int((a > t).sum()), "new_past_end": int((b > t).sum())}
+            for t in thresholds
+        },
+    }
+
+
 def _q(values: list[float]) -> dict[str, float | int | None]:
     a = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     if a.size == 0:
@@ -388,6 +452,7 @@ def summarize(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
             ),
         }
     out["failures"] = failure_breakdown(rows)
+    out["threshold_sweep"] = threshold_sweep(rows)
     bad = sum(len(r["bad_slices"]) for r in rows)
     computed_slices = sum(sum(1 for x in r["scores"] if x is not None) for r in rows)
     review = {"bad_slices": bad, "slices_reviewed": computed_slices}
@@ -497,6 +562,13 @@ def table(name: str, s: dict[str, Any], args: argparse.Namespace) -> str:
             f"{cls('partial')}, lost with object score <= 0 {cls('lost_absent')}, lost to a "
             f"mask elsewhere {cls('lost_elsewhere')}; drawn past its end {fb['past_end']} "
             f"slices ({fb['past_end_pixels']} pixels)"
+        )
+    ts = s.get("threshold_sweep")
+    if ts and ts["absent_inside"]["n"]:
+        sw = ", ".join(f"{t}: {v['rescued']} / {v['new_past_end']}" for t, v in ts["sweep"].items())
+        lines.append(
+            f"  object-score threshold below 0 (slices declared absent inside drawn / empty "
+            f"slices past the end drawn): {sw}"
         )
     r = s["drift_review"]
     d = r["default"]

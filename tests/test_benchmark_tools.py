@@ -128,3 +128,27 @@ def test_failure_breakdown_sorts_slices_into_classes(quality) -> None:
     # results written before gt_areas existed: counts, no shares
     old = {k: v for k, v in row.items() if k != "gt_areas"}
     assert "voxel_share" not in quality.failure_breakdown([old])
+
+
+def test_threshold_sweep_counts_what_a_lower_threshold_would_draw(quality) -> None:
+    # structure on slices 1-3 of 7: slice 2 lost with logit -0.15 (absent), slice 3 lost with
+    # logit -0.6; outside, slice 0 empty at -0.05, slice 4 empty at -0.35, slice 5 drawn (not
+    # "empty"), slice 6 not computed
+    row = {
+        "gt_slices": [1, 3],
+        "slice_dice": [None, 0.9, 0.0, 0.0, None, 0.0, None],
+        "scores": [-0.05, 3.0, -0.15, -0.6, -0.35, -0.2, None],
+        "areas": [0, 10, 0, 0, 0, 4, 0],
+    }
+    ts = quality.threshold_sweep([row], thresholds=(-0.1, -0.2, -0.4, -1.0))
+    assert ts["absent_inside"]["n"] == 2 and ts["empty_outside"]["n"] == 2
+    assert ts["sweep"] == {
+        "-0.1": {"rescued": 0, "new_past_end": 1},
+        "-0.2": {"rescued": 1, "new_past_end": 1},
+        "-0.4": {"rescued": 1, "new_past_end": 2},
+        "-1": {"rescued": 2, "new_past_end": 2},
+    }
+    assert quality.threshold_sweep([])["absent_inside"] == {
+        "n": 0,
+        "percentiles_5_25_50_75_95": None,
+    }
