@@ -125,9 +125,17 @@ def test_failure_breakdown_sorts_slices_into_classes(quality) -> None:
     assert fb["voxel_share"] == pytest.approx(
         {"good": 0.1, "partial": 0.2, "lost_absent": 0.3, "lost_elsewhere": 0.4}
     )
+    # wrong voxels: missed 1 + 14.8 + 30 + 38.925, beside it 1 + 0.8 + 1.925, past its end 6
+    wrong = 84.725 + 3.725 + 6
+    assert fb["errors"] == pytest.approx(
+        {"missed": 84.725 / wrong, "extra_inside": 3.725 / wrong, "past_end": 6 / wrong}
+    )
+    assert fb["below_target"]["n"] == 0  # the row has no 3D Dice
+    below = quality.failure_breakdown([{**row, "click_dice": 0.5}, {**row, "click_dice": 0.95}])
+    assert below["below_target"] == {"n": 1, "missed": 1, "extra_inside": 0, "past_end": 0}
     # results written before gt_areas existed: counts, no shares
     old = {k: v for k, v in row.items() if k != "gt_areas"}
-    assert "voxel_share" not in quality.failure_breakdown([old])
+    assert not {"voxel_share", "errors"} & set(quality.failure_breakdown([old]))
 
 
 def test_threshold_sweep_counts_what_a_lower_threshold_would_draw(quality) -> None:
