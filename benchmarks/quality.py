@@ -260,6 +260,27 @@ LOST, GOOD = 0.1, 0.7
 TARGET = 0.9
 
 
+def _slice_class(r: dict[str, Any], k: int) -> str | None:
+    """Slice ``k`` of a :func:`run_case` row in :func:`failure_breakdown`'s classes.
+
+    Inside the structure's extent: ``"good"``, ``"partial"``, ``"lost_absent"``,
+    ``"lost_elsewhere"``, or None for a gap in the structure with nothing drawn; outside it:
+    ``"past_end"`` (drawn) or ``"empty_outside"``.
+    """
+    first, last = r["gt_slices"]
+    if not first <= k <= last:
+        return "past_end" if r["areas"][k] else "empty_outside"
+    d = r["slice_dice"][k]
+    if d is None:
+        return None
+    if d >= GOOD:
+        return "good"
+    if d >= LOST:
+        return "partial"
+    score = r["scores"][k]
+    return "lost_absent" if score is not None and score <= 0 else "lost_elsewhere"
+
+
 def failure_breakdown(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Where the one-click masks fail, slice by slice.
 
@@ -298,12 +319,12 @@ def failure_breakdown(rows: list[dict[str, Any]]) -> dict[str, Any]:
     errors = dict.fromkeys(err_kinds, 0.0)
     below: dict[str, int] = {"n": 0, **dict.fromkeys(err_kinds, 0)}
     for r in rows:
-        first, last = r["gt_slices"]
         row_err = dict.fromkeys(err_kinds, 0.0)
         for k, d in enumerate(r["slice_dice"]):
             area = r["areas"][k] or 0
-            if not first <= k <= last:
-                past += area > 0
+            c = _slice_class(r, k)
+            if c in ("past_end", "empty_outside"):
+                past += c == "past_end"
                 past_px += area
                 row_err["past_end"] += area
                 continue
@@ -312,15 +333,8 @@ def failure_breakdown(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 inter = 0.0 if d is None else d * (area + true) / 2
                 row_err["missed"] += true - inter
                 row_err["extra_inside"] += area - inter
-            if d is None:  # a gap in the structure, drawn nothing: nothing to count
+            if c is None:  # a gap in the structure, drawn nothing: nothing to count
                 continue
-            if d >= GOOD:
-                c = "good"
-            elif d >= LOST:
-                c = "partial"
-            else:
-                score = r["scores"][k]
-                c = "lost_absent" if score is not None and score <= 0 else "lost_elsewhere"
             inside[c] += 1
             if have_vox:
                 vox[c] += r["gt_areas"][k]
@@ -367,23 +381,21 @@ def threshold_sweep(
     Returns
     -------
     dict
-        ``absent_inside`` and ``empty_outside``: the number of such slices and the quartiles
-        (5th, 25th, 50th, 75th, 95th percentile) of their logits; ``sweep``: per threshold
+        ``absent_inside`` and ``empty_outside``: the number of such slices and the 5th, 25th,
+        50th, 75th and 95th percentiles of their logits; ``sweep``: per threshold
         (as a string), ``rescued`` (absent inside, logit > t) and ``new_past_end`` (empty
         outside, logit > t).
     """
     inside: list[float] = []
     outside: list[float] = []
     for r in rows:
-        first, last = r["gt_slices"]
         for k, score in enumerate(r["scores"]):
             if score is None or score > 0:
                 continue
-            if first <= k <= last:
-                d = r["slice_dice"][k]
-                if d is not None and d < LOST:
-                    inside.append(score)
-            elif not r["areas"][k]:
+            c = _slice_class(r, k)
+            if c == "lost_absent":
+                inside.append(score)
+            elif c == "empty_outside":
                 outside.append(score)
     a, b = np.asarray(inside, float), np.asarray(outside, float)
 
